@@ -1,0 +1,1 @@
+"""Backends: reference (numpy), llvm, cuda."""

@@ -1,0 +1,91 @@
+"""Evaluate any Graph with numpy, one node at a time, using the registry's semantics.
+
+float16 and bfloat16 values are computed in float32 and rounded back to
+their storage dtype after every op (the storage-only policy of every backend).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ...errors import TensorcError
+from ...ir import dtypes
+from ...ir.node import Graph, Node
+from ...ir.registry import REGISTRY
+
+_HALF = (np.dtype(np.float16), dtypes.bfloat16.np)
+
+
+class _Ctx:
+    __slots__ = ("node",)
+
+    def __init__(self) -> None:
+        self.node: Node | None = None
+
+    def run(self, graph: Graph, args: list[np.ndarray]) -> list[np.ndarray]:
+        return evaluate(graph, args)
+
+
+def _to_storage(value: Any, node: Node) -> Any:
+    if node.is_tuple:
+        return tuple(np.asarray(v, dtype=d.np) for v, d in zip(value, node.dtype))
+    arr = np.asarray(value)
+    if arr.dtype != node.dtype.np:
+        with np.errstate(invalid="ignore", over="ignore"):
+            arr = arr.astype(node.dtype.np)
+    if arr.shape != node.shape:
+        raise TensorcError(f"reference {node.op} produced shape {arr.shape}, expected {node.shape} (tensorc bug)")
+    return arr
+
+
+def evaluate_node(node: Node, args: Sequence[Any]) -> Any:
+    """Apply one node's reference semantics to concrete input arrays."""
+    ctx = _Ctx()
+    ctx.node = node
+    if node.op not in ("cast", "scan", "tuple_get", "gather", "scatter_add") and any(
+        getattr(a, "dtype", None) in _HALF for a in args
+    ):
+        args = [a.astype(np.float32) if a.dtype in _HALF else a for a in args]
+    with np.errstate(all="ignore"):
+        out = REGISTRY[node.op].ref(ctx, *args)
+    return _to_storage(out, node)
+
+
+def evaluate(graph: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run ``graph`` on ``args`` (one array per graph input); return its outputs."""
+    if len(args) != len(graph.inputs):
+        raise TensorcError(f"graph {graph.name} takes {len(graph.inputs)} inputs, given {len(args)}")
+    values: dict[int, Any] = {}
+    for p, a in zip(graph.inputs, args):
+        arr = np.asarray(a)
+        if arr.shape != p.shape or arr.dtype != p.dtype.np:
+            raise TensorcError(f"graph {graph.name}: input {p.attrs.get('name')} wants {p.type_str}, given {arr.dtype}{list(arr.shape)}")
+        values[id(p)] = arr
+    # Free each value after its last use so big graphs do not hold every temporary.
+    last_use: dict[int, int] = {}
+    order = graph.nodes
+    for i, node in enumerate(order):
+        for inp in node.inputs:
+            last_use[id(inp)] = i
+    keep = {id(o) for o in graph.outputs}
+    for i, node in enumerate(order):
+        if id(node) not in values:
+            values[id(node)] = evaluate_node(node, [values[id(inp)] for inp in node.inputs])
+        for inp in node.inputs:
+            if last_use.get(id(inp)) == i and id(inp) not in keep:
+                values.pop(id(inp), None)
+    return [values[id(o)] for o in graph.outputs]
+
+
+class ReferenceExecutable:
+    """A Graph bound to the reference backend: call it with numpy arrays."""
+
+    target = "reference"
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    def __call__(self, *args: np.ndarray) -> list[np.ndarray]:
+        return evaluate(self.graph, args)

@@ -1,0 +1,149 @@
+"""The ``tensorc`` command line.
+
+    tensorc ir model.py:loss_fn --input x:f32[8,128] --input w:f32[128,64]
+    tensorc run model.py:loss_fn --input x:f32[8,128] --input w:f32[128,64]
+    tensorc version
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import TensorcError
+
+_SPEC = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*):(?P<dtype>[a-z0-9]+)\[(?P<shape>[0-9, ]*)\]$")
+
+
+def parse_input_spec(spec: str) -> tuple[str, tuple[int, ...], str]:
+    """``"x:f32[8,128]"`` -> ``("x", (8, 128), "float32")``."""
+    from .ir import dtypes
+
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise TensorcError(f"bad --input {spec!r}: expected NAME:DTYPE[D0,D1,...], e.g. x:f32[8,128]")
+    try:
+        dt = dtypes.dtype(m["dtype"])
+    except TypeError:
+        raise TensorcError(f"bad --input {spec!r}: unknown dtype {m['dtype']!r}") from None
+    dims = tuple(int(d) for d in m["shape"].replace(" ", "").split(",") if d)
+    return m["name"], dims, dt.name
+
+
+def load_function(target: str) -> Callable[..., Any]:
+    """Load ``path/to/file.py:function`` (or ``module:function``)."""
+    if ":" not in target:
+        raise TensorcError(f"expected FILE:FUNCTION, got {target!r}")
+    path, _, name = target.rpartition(":")
+    if path.endswith(".py") or Path(path).exists():
+        file = Path(path)
+        if not file.exists():
+            raise TensorcError(f"no such file: {path}")
+        spec = importlib.util.spec_from_file_location(file.stem, file)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(file.parent.resolve()))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.pop(0)
+    else:
+        module = importlib.import_module(path)
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise TensorcError(f"{path} has no function {name!r}")
+    return getattr(fn, "fn", fn)  # unwrap an @tc.jit function
+
+
+def _example_inputs(specs: Sequence[str], seed: int) -> dict[str, np.ndarray]:
+    from .ir import dtypes
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in specs:
+        name, shape, dt = parse_input_spec(spec)
+        d = dtypes.dtype(dt)
+        if d.is_float:
+            out[name] = rng.standard_normal(shape).astype(d.np)
+        elif d.is_bool:
+            out[name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            out[name] = rng.integers(0, 8, shape).astype(d.np)
+    return out
+
+
+def _cmd_ir(args: argparse.Namespace) -> int:
+    from . import jit
+
+    fn = load_function(args.function)
+    inputs = _example_inputs(args.input, args.seed)
+    lowered = jit(fn).lower(*inputs.values())
+    print(lowered.graph)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import config, jit
+
+    fn = load_function(args.function)
+    inputs = _example_inputs(args.input, args.seed)
+    with config(target=args.target):
+        f = jit(fn)
+        t0 = time.perf_counter()
+        out = f(*inputs.values())
+        dt = time.perf_counter() - t0
+    from .frontend import pytree
+
+    for i, leaf in enumerate(pytree.flatten(out)[0]):
+        arr = np.asarray(leaf)
+        print(f"output {i}: {arr.dtype}{list(arr.shape)}")
+        print(np.array2string(arr, threshold=20, precision=5))
+    print(f"(traced, compiled and ran on {args.target} in {dt * 1e3:.1f} ms)", file=sys.stderr)
+    return 0
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    from . import __version__
+
+    print(f"tensorc {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tensorc", description="tensorc: a compiler for tensor programs")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, helptext, fn in [
+        ("ir", "trace FILE:FUNCTION and print its IR", _cmd_ir),
+        ("run", "trace, compile and run FILE:FUNCTION on random inputs", _cmd_run),
+    ]:
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("function", help="FILE.py:FUNCTION or module:FUNCTION")
+        s.add_argument("--input", action="append", default=[], metavar="NAME:DTYPE[SHAPE]",
+                       help="an argument of the function, e.g. x:f32[8,128] (repeat for each)")
+        s.add_argument("--seed", type=int, default=0, help="seed for the random example inputs")
+        if name == "run":
+            s.add_argument("--target", default="reference", help="backend (default: reference)")
+        s.set_defaults(func=fn)
+    s = sub.add_parser("version", help="print the version")
+    s.set_defaults(func=_cmd_version)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TensorcError as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

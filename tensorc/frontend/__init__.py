@@ -1,0 +1,1 @@
+"""The frontend: Tensor, tracing, jit, pytrees, source locations."""
