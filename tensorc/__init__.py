@@ -49,3 +49,7 @@ __all__ = [
     "tanh", "tensor", "transpose", "tree_flatten", "tree_map", "tree_unflatten", "tril", "triu", "uint32",
     "unsqueeze", "var", "where", "zeros", "zeros_like",
 ]
+
+from .autodiff import GradcheckError, grad, gradcheck, gradgradcheck, value_and_grad, vjp  # noqa: E402
+
+__all__ += ["GradcheckError", "grad", "gradcheck", "gradgradcheck", "value_and_grad", "vjp"]

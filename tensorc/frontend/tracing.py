@@ -117,13 +117,14 @@ def op_error(kind: type[Exception], op: str, types: Sequence[tuple[Any, Any]], d
     return kind(f"{op}{where}:{operands} {detail}")
 
 
-def apply(op: str, inputs: Sequence[Tensor], attrs: dict[str, Any] | None = None, *, name: str | None = None) -> Any:
+def apply(op: str, inputs: Sequence[Tensor], attrs: dict[str, Any] | Attrs | None = None, *, name: str | None = None,
+          loc: SourceLoc | None = None) -> Any:
     """Make one ``op`` node (traced) or compute it (eager). Returns a Tensor
     (or a tuple of Tensors for multi-output ops)."""
     from .tensor import Tensor
 
-    attrs_ = Attrs(attrs or {})
-    loc = user_location()
+    attrs_ = attrs if isinstance(attrs, Attrs) else Attrs(attrs or {})
+    loc = loc or user_location()
     types = [(t.shape, t.dtype) for t in inputs]
     try:
         shape, dtype = REGISTRY[op].infer(types, attrs_)
@@ -164,3 +165,34 @@ def concrete_value(t: Tensor, what: str) -> np.ndarray:
             "use tc.where instead of Python control flow on tensor values, or mark the argument static"
         )
     return t._value
+
+
+def replay(graph: Any, inputs: Sequence[Tensor], on_node: Any = None) -> dict[int, Any]:
+    """Re-issue every node of ``graph`` through :func:`apply` with ``inputs``
+    bound to its params: inlines the graph into the current trace, or
+    evaluates it op by op in eager mode. Returns ``{id(node): Tensor or tuple}``.
+
+    ``on_node(node, args)`` may return a replacement value for a node (used by
+    autodiff to emit scans that also save their residuals); None keeps the default.
+    """
+    if len(inputs) != len(graph.inputs):
+        raise TracerError(f"graph {graph.name} takes {len(graph.inputs)} inputs, given {len(inputs)}")
+    values: dict[int, Any] = {id(p): t for p, t in zip(graph.inputs, inputs)}
+    for node in graph.nodes:
+        if id(node) in values:
+            continue
+        if node.op == "tuple_get":
+            values[id(node)] = values[id(node.inputs[0])][node.attrs["index"]]
+            continue
+        args = [values[id(i)] for i in node.inputs]
+        out = on_node(node, args) if on_node is not None else None
+        if out is None:
+            out = apply(node.op, args, node.attrs, loc=node.loc)
+        values[id(node)] = out
+    return values
+
+
+def call_graph(graph: Any, inputs: Sequence[Tensor]) -> list[Tensor]:
+    """Run ``graph`` on tensors: inline it into the current trace, or evaluate it eagerly."""
+    values = replay(graph, inputs)
+    return [values[id(o)] for o in graph.outputs]
