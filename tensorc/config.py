@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 _DEFAULTS: dict[str, tuple[str, Any, type]] = {
     # name: (environment variable, default, type)

@@ -2,7 +2,7 @@
 
 from . import rules as _rules  # noqa: F401  (fills the registry's VJP slots)
 from .api import grad, value_and_grad, vjp
-from .check import GradcheckError, gradcheck, gradgradcheck, TOLERANCES
+from .check import TOLERANCES, GradcheckError, gradcheck, gradgradcheck
 from .transform import vjp_graph
 
 __all__ = ["GradcheckError", "TOLERANCES", "grad", "gradcheck", "gradgradcheck", "value_and_grad", "vjp", "vjp_graph"]

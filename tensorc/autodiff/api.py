@@ -9,7 +9,8 @@ evaluated eagerly. They compose with ``jit`` and with each other in any order.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -15,8 +15,9 @@ An element passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +71,8 @@ def gradcheck(fn: Callable[..., Any], *args: Any, eps: float | None = None, atol
     >>> tc.gradcheck(lambda x: tc.tanh(x).sum(), np.array([0.1, -0.7]))
     True
     """
-    from .api import vjp
     from ..frontend.jit import jit
+    from .api import vjp
 
     if dtype not in TOLERANCES:
         raise TensorcError(f"gradcheck dtype must be one of {sorted(TOLERANCES)}, got {dtype!r}")

@@ -19,8 +19,9 @@ Conventions written down here once:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..frontend import ops as F
 from ..frontend.tensor import Tensor
@@ -293,7 +294,7 @@ def _scan(c: VJPContext, g: list[Any]) -> tuple[Any, ...]:
 
     a = c.attrs
     body, n_consts, n_carry, length, reverse = a["body"], a["n_consts"], a["n_carry"], a["length"], a["reverse"]
-    consts, init, xs = c.inputs[:n_consts], c.inputs[n_consts:n_consts + n_carry], c.inputs[n_consts + n_carry:]
+    consts, xs = c.inputs[:n_consts], c.inputs[n_consts + n_carry:]
     carries_in: list[Tensor] = c.residuals  # type: ignore[attr-defined]
     outs = list(c.out)
     is_f = [o.dtype.is_float for o in body.outputs]

@@ -9,7 +9,8 @@ them, and ``vjp_graph`` can be applied again (higher-order gradients).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import TensorcError
 from ..frontend import ops as F

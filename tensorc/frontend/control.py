@@ -6,7 +6,8 @@ with sequence length, and autodiff turns it into one reverse scan.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import TensorcError
 from ..ir.dtypes import type_str

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
-from .dtypes import DType, type_str
+from .dtypes import type_str
 
 Shape = tuple[int, ...]
 

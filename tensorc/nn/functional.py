@@ -8,7 +8,8 @@ fused kernels.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import DTypeError, ShapeError, TensorcError
 from ..frontend import ops

@@ -6,7 +6,8 @@ their storage dtype after every op (the storage-only policy of every backend).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
