@@ -261,7 +261,7 @@ def jit(fn: Callable[..., Any] | None = None, *, static_argnums: Sequence[int] |
     >>> float(f(np.ones(3, np.float32)))
     6.0
     >>> print(f.lower(np.ones(3, np.float32)).graph)  # doctest: +ELLIPSIS
-    graph <lambda>(%arg0: f32[3]) -> (f32[]):
+    graph <lambda>(%x: f32[3]) -> (f32[]):
     ...
     """
     if isinstance(static_argnums, int):
