@@ -113,6 +113,17 @@ class Lowered:
         self.signature = signature
         self.array_positions = array_positions
         self.out_tree = out_tree
+        self._optimized: Graph | None = None
+        self.pass_manager: Any = None
+
+    @property
+    def optimized(self) -> Graph:
+        """The graph after the pass pipeline (simplify, CSE, DCE, fusion)."""
+        if self._optimized is None:
+            from ..passes import optimize
+
+            self._optimized, self.pass_manager = optimize(self.graph)
+        return self._optimized
 
     def compile(self, target: str | None = None) -> Compiled:
         """Compile for ``target`` (default: ``tc.config.target``)."""
@@ -121,7 +132,7 @@ class Lowered:
         if target == "reference":
             from ..backends.reference import ReferenceExecutable
 
-            exe = ReferenceExecutable(self.graph)
+            exe = ReferenceExecutable(self.optimized)
         else:
             raise TensorcError(f"unknown or not yet available target {target!r}; available: 'reference'")
         if config.get("debug") >= 1:
