@@ -1,5 +1,6 @@
 """The IR: one immutable Node type, Graph, dtypes, the op registry, printer, verifier."""
 
+from . import fused as _fused  # noqa: F401  (registers the fused ops)
 from . import ops as _ops  # noqa: F401  (registers the primitive ops)
 from .dtypes import DType, promote
 from .node import Attrs, ConstValue, Graph, Node, SourceLoc, toposort

@@ -76,6 +76,8 @@ def _nbytes(shape: Any, dtype: Any) -> int:
 def op_cost(opdef: OpDef, node: Node) -> tuple[int, int]:
     out_bytes = _nbytes(node.shape, node.dtype)
     in_bytes = sum(_nbytes(i.shape, i.dtype) for i in node.inputs)
+    if "flops" in opdef.extra:  # fused ops state their own FLOP count
+        return int(opdef.extra["flops"](node)), in_bytes + out_bytes
     if opdef.kind == "matmul":
         a, b = node.inputs
         batch = int(np.prod(node.shape[:-2], dtype=np.int64))
