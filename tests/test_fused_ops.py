@@ -25,7 +25,8 @@ BOOL_MASK[0, 1] = False  # one fully masked row
 ADD_MASK = rng.standard_normal((2, 4, 5))
 
 LN = dict(n_axes=1, eps=1e-5, has_weight=True, has_bias=True)
-XENT = dict(ignore_index=-100)
+XENT = dict(ignore_index=-100, reduction="none")
+XENT_KINDS = [dict(ignore_index=-100, reduction=r) for r in ("none", "sum", "mean")] + [dict(ignore_index=None, reduction="mean")]
 ATTN = {
     "bool": (dict(scale=0.5, causal=False, mask_kind="bool"), [BOOL_MASK]),
     "causal": (dict(scale=0.5, causal=True, mask_kind="none"), []),
@@ -59,11 +60,18 @@ def test_layernorm_reference_matches_decomposition():
     _both("fused_layernorm_bwd", LN, rng.standard_normal((3, 5)), X, mean.numpy(), rstd.numpy(), W)
 
 
-def test_softmax_xent_reference_matches_decomposition():
-    loss, lse = _both("fused_softmax_xent", XENT, X, T)
-    assert loss.numpy()[1] == 0.0  # ignored row
-    (d,) = _both("fused_softmax_xent_bwd", XENT, rng.standard_normal(3), X, T, lse.numpy())
-    assert np.all(d.numpy()[1] == 0.0)
+@pytest.mark.parametrize("attrs", XENT_KINDS, ids=str)
+def test_softmax_xent_reference_matches_decomposition(attrs):
+    targets = T if attrs["ignore_index"] is not None else np.array([1, 0, 4])
+    loss, lse = _both("fused_softmax_xent", attrs, X, targets)
+    logp = X - np.log(np.exp(X).sum(-1, keepdims=True))
+    rows = -logp[np.arange(3), np.where(targets >= 0, targets, 0)] * (targets >= 0)
+    expected = {"none": rows, "sum": rows.sum(), "mean": rows.sum() / (targets >= 0).sum()}[attrs["reduction"]]
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
+    g = rng.standard_normal(3) if attrs["reduction"] == "none" else np.array(0.7)
+    (d,) = _both("fused_softmax_xent_bwd", attrs, g, X, targets, lse.numpy())
+    if attrs["ignore_index"] is not None:
+        assert np.all(d.numpy()[1] == 0.0)
 
 
 @pytest.mark.parametrize("kind", sorted(ATTN))
@@ -101,9 +109,12 @@ def test_layernorm_gradient_through_saved_statistics():
     assert tc.gradcheck(f, X, W, B)
 
 
-def test_softmax_xent_gradients_first_and_second_order():
+@pytest.mark.parametrize("attrs", XENT_KINDS, ids=str)
+def test_softmax_xent_gradients_first_and_second_order(attrs):
+    targets = T if attrs["ignore_index"] is not None else np.array([1, 0, 4])
+
     def f(x):
-        return apply("fused_softmax_xent", [tc.as_tensor(x), tc.tensor(T)], XENT)[0]
+        return apply("fused_softmax_xent", [tc.as_tensor(x), tc.tensor(targets)], attrs)[0]
 
     assert tc.gradcheck(f, X)
     assert tc.gradgradcheck(f, X)

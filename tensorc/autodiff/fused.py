@@ -74,8 +74,8 @@ def _ln_bwd(attrs: Attrs, dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, *w:
     return tuple(out)
 
 
-def _xent_pick(x: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
-    valid = F.ne(target, ignore_index)
+def _xent_pick(x: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
+    valid = F.ne(target, ignore_index) if ignore_index is not None else F.full(target.shape, True)
     safe = F.where(valid, target, 0)
     onehot = F.logical_and(F.eq(F.iota(x.shape, x.ndim - 1, safe.dtype), _keep(safe, 1)), _keep(valid, 1))
     return valid, onehot
@@ -88,7 +88,12 @@ def _xent(attrs: Attrs, logits: Tensor, target: Tensor) -> tuple[Tensor, ...]:
     lse = F.logsumexp(x, -1)
     valid, onehot = _xent_pick(x, target, attrs["ignore_index"])
     picked = F.sum(F.where(onehot, x, 0.0), -1)
-    return F.cast(F.where(valid, F.sub(lse, picked), 0.0), logits.dtype), lse
+    loss = F.where(valid, F.sub(lse, picked), 0.0)
+    if attrs["reduction"] == "sum":
+        loss = F.sum(loss)
+    elif attrs["reduction"] == "mean":
+        loss = F.div(F.sum(loss), F.maximum(F.sum(F.cast(valid, sd)), 1.0))
+    return F.cast(loss, logits.dtype), lse
 
 
 @decomposition("fused_softmax_xent_bwd")
@@ -97,7 +102,10 @@ def _xent_bwd(attrs: Attrs, g: Tensor, logits: Tensor, target: Tensor, lse: Tens
     x = F.cast(logits, sd)
     valid, onehot = _xent_pick(x, target, attrs["ignore_index"])
     p = F.exp(F.sub(x, _keep(lse, 1)))
-    gv = F.where(valid, F.cast(g, sd), 0.0)
+    g_rows = F.broadcast_to(F.cast(g, sd), target.shape)
+    if attrs["reduction"] == "mean":
+        g_rows = F.div(g_rows, F.maximum(F.sum(F.cast(valid, sd)), 1.0))
+    gv = F.where(valid, g_rows, 0.0)
     return (F.cast(F.mul(F.sub(p, F.cast(onehot, sd)), _keep(gv, 1)), logits.dtype),)
 
 

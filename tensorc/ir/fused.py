@@ -8,8 +8,10 @@ logsumexp) are kept in float32 for 16/32-bit inputs and float64 for float64.
 
 - ``fused_layernorm(x, [w], [b]) -> (y, mean, rstd)`` over the last ``n_axes`` axes.
 - ``fused_layernorm_bwd(dy, x, mean, rstd, [w]) -> (dx, [dw], [db])``.
-- ``fused_softmax_xent(logits, target) -> (loss, lse)``: per-row cross-entropy,
-  0 where ``target == ignore_index``; never builds a one-hot.
+- ``fused_softmax_xent(logits, target) -> (loss, lse)``: cross-entropy per row,
+  0 where ``target == ignore_index`` (None: no ignored class), then reduced
+  by ``reduction`` ("none", "sum", or "mean" over the rows not ignored);
+  never builds a one-hot.
 - ``fused_softmax_xent_bwd(g, logits, target, lse) -> dlogits`` = ``(softmax - onehot) * g``.
 - ``fused_attention(q, k, v, [mask]) -> (o, lse)``: ``softmax(q kᵀ·scale + mask) v``
   with the row logsumexp saved; causal as a flag; fully masked rows give 0.
@@ -116,12 +118,14 @@ def _xent_infer(types: list[Type], attrs: Attrs) -> Type:
     check_dtype(ld.is_float, f"cross-entropy logits must be floats, got {ld.name}")
     check_dtype(td.is_int, f"cross-entropy targets must be integers, got {td.name}")
     check(len(ls) >= 1 and tuple(ls[:-1]) == tuple(ts), f"targets {tuple(ts)} must be logits {tuple(ls)} without the class axis")
-    return (tuple(ts), tuple(ts)), (ld, stats_dtype(ld))
+    check(attrs["reduction"] in ("none", "sum", "mean"), f"unknown reduction {attrs['reduction']!r}")
+    loss_shape = tuple(ts) if attrs["reduction"] == "none" else ()
+    return (loss_shape, tuple(ts)), (ld, stats_dtype(ld))
 
 
 def _check_targets(ctx: Any, t: np.ndarray, n_classes: int) -> np.ndarray:
     ignore = ctx.node.attrs["ignore_index"]
-    valid = t != ignore
+    valid = t != ignore if ignore is not None else np.ones(t.shape, bool)
     bad = valid & ((t < 0) | (t >= n_classes))
     if bad.any():
         loc = f" at {ctx.node.loc}" if ctx.node.loc else ""
@@ -142,12 +146,18 @@ def _xent_ref(ctx: Any, logits: np.ndarray, target: np.ndarray) -> tuple[np.ndar
     lse = _row_lse(x)
     picked = np.take_along_axis(x, np.where(valid, target, 0)[..., None], axis=-1)[..., 0]
     loss = np.where(valid, lse - picked, 0)
-    return loss.astype(logits.dtype), lse
+    reduction = ctx.node.attrs["reduction"]
+    if reduction == "sum":
+        loss = loss.sum()
+    elif reduction == "mean":
+        loss = loss.sum() / max(int(valid.sum()), 1)
+    return np.asarray(loss).astype(logits.dtype), lse
 
 
 def _xent_bwd_infer(types: list[Type], attrs: Attrs) -> Type:
     (gs, gd), (ls, ld), (ts, td), (es, ed) = types
-    check(tuple(gs) == tuple(ts) == tuple(es) and tuple(ls[:-1]) == tuple(ts), "fused_softmax_xent_bwd shape mismatch")
+    want_g = tuple(ts) if attrs["reduction"] == "none" else ()
+    check(tuple(gs) == want_g and tuple(ts) == tuple(es) and tuple(ls[:-1]) == tuple(ts), "fused_softmax_xent_bwd shape mismatch")
     check_dtype(gd == ld, "fused_softmax_xent_bwd: g must have the logits' dtype")
     return tuple(ls), ld
 
@@ -156,7 +166,11 @@ def _xent_bwd_ref(ctx: Any, g: np.ndarray, logits: np.ndarray, target: np.ndarra
     valid = _check_targets(ctx, target, logits.shape[-1])
     p = np.exp(logits.astype(lse.dtype) - lse[..., None])
     onehot = np.arange(logits.shape[-1]) == np.where(valid, target, -1)[..., None]
-    d = (p - onehot) * np.where(valid, g.astype(lse.dtype), 0)[..., None]
+    reduction = ctx.node.attrs["reduction"]
+    g_rows = np.broadcast_to(g.astype(lse.dtype), target.shape)
+    if reduction == "mean":
+        g_rows = g_rows / max(int(valid.sum()), 1)
+    d = (p - onehot) * np.where(valid, g_rows, 0)[..., None]
     return d.astype(logits.dtype)
 
 
