@@ -70,6 +70,8 @@ def _example_inputs(specs: Sequence[str], seed: int) -> dict[str, np.ndarray]:
     out = {}
     for spec in specs:
         name, shape, dt = parse_input_spec(spec)
+        if name in out:
+            raise TensorcError(f"--input {name} is given twice")
         d = dtypes.dtype(dt)
         if d.is_float:
             out[name] = rng.standard_normal(shape).astype(d.np)
@@ -80,11 +82,28 @@ def _example_inputs(specs: Sequence[str], seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _check_arity(fn: Callable[..., Any], inputs: dict[str, np.ndarray], target: str) -> None:
+    """A clear message instead of a TypeError when --input does not fit the function."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind(*inputs.values())
+    except TypeError as e:
+        try:
+            params = ", ".join(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            params = "?"
+        raise TensorcError(f"{target} takes ({params}); given {len(inputs)} --input: {e}") from None
+    except ValueError:
+        pass  # no signature to check (a builtin): let the call speak
+
+
 def _cmd_ir(args: argparse.Namespace) -> int:
     from . import jit
 
     fn = load_function(args.function)
     inputs = _example_inputs(args.input, args.seed)
+    _check_arity(fn, inputs, args.function)
     lowered = jit(fn).lower(*inputs.values())
     print(lowered.graph)
     return 0
@@ -95,6 +114,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     fn = load_function(args.function)
     inputs = _example_inputs(args.input, args.seed)
+    _check_arity(fn, inputs, args.function)
     with config(target=args.target):
         f = jit(fn)
         t0 = time.perf_counter()

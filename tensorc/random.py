@@ -53,7 +53,10 @@ def split(k: Any, num: int = 2) -> Tensor:
 def fold_in(k: Any, data: int) -> Tensor:
     """A new key derived from ``k`` and an integer (e.g. a step number)."""
     k = _check_key(k)
-    mixed = ops.add(k, Tensor._concrete(np.array([0, int(data) & 0xFFFFFFFF], dtype=np.uint32)))
+    # Hash the key first, then offset: adding data to the raw key would make
+    # fold_in(key(s), t + 1) == fold_in(key(s + 1), t).
+    hashed = bits(k, (2,))
+    mixed = ops.add(hashed, Tensor._concrete(np.array([0, int(data) & 0xFFFFFFFF], dtype=np.uint32)))
     return bits(mixed, (2,))
 
 

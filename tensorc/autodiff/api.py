@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DTypeError, TensorcError
 from ..frontend import pytree
+from ..frontend.jit import _arg_names, _pretty_path
 from ..frontend.ops import as_tensor
 from ..frontend.tensor import Tensor
 from ..frontend.tracing import call_graph, trace_scope
@@ -28,7 +29,7 @@ def _is_array(x: Any) -> bool:
 
 
 def _trace(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], diff_leaf: Callable[[int, str], bool],
-           name: str) -> tuple[Graph, list[Tensor], list[int], Any, list[str]]:
+           name: str, fuse: bool = True) -> tuple[Graph, list[Tensor], list[int], Any, list[str]]:
     """Trace ``fn``; array leaves (and Python floats chosen by ``diff_leaf``) become inputs.
 
     Returns the graph (inputs: leaves then captured tensors), the tensors to
@@ -56,6 +57,10 @@ def _trace(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         out_nodes = [tr.lift(as_tensor(v)) for v in out_leaves]
     capture_params = [tr._capture_nodes[id(t)] for t in tr.captured]
     graph = Graph(tr.params + capture_params, out_nodes, name=name)
+    if fuse:
+        from ..passes.manager import PassManager, autodiff_prepasses
+
+        graph = PassManager(autodiff_prepasses()).run(graph)
     return graph, call_inputs + list(tr.captured), positions, (out_tree, len(out_leaves)), paths
 
 
@@ -113,7 +118,8 @@ def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, has
             if diff_leaf(pos, paths[k]):
                 p = graph.inputs[k]
                 if not p.dtype.is_float:
-                    raise DTypeError(f"grad of {name}: {paths[k]} is {p.type_str}; integer and bool inputs have no gradient "
+                    arg = _pretty_path(paths[k], _arg_names(fn))
+                    raise DTypeError(f"grad of {name}: argument {arg} is {p.type_str}; integer and bool inputs have no gradient "
                                      "(differentiate with respect to float arguments only, see argnums)")
                 wrt.append(k)
         backward = vjp_graph(graph, wrt=wrt, ct_outputs=[0])

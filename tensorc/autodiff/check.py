@@ -90,7 +90,7 @@ def gradcheck(fn: Callable[..., Any], *args: Any, eps: float | None = None, atol
     rng = np.random.default_rng(seed)
     projections = [rng.standard_normal(np.shape(o)).astype(np.asarray(o).dtype) if as_tensor(o).dtype.is_float
                    else np.zeros(np.shape(o), np.asarray(o).dtype) for o in out_leaves]
-    analytic = pytree.flatten(back(pytree.unflatten(out_tree, projections)))[0]
+    analytic = _by_path(back(pytree.unflatten(out_tree, projections)), paths)
 
     def objective(*flat: Any) -> Any:
         o = fn(*pytree.unflatten(tree, list(flat)))
@@ -106,6 +106,9 @@ def gradcheck(fn: Callable[..., Any], *args: Any, eps: float | None = None, atol
     for k, i in enumerate(float_pos):
         x = leaves[i]
         g_analytic = np.asarray(analytic[i]) if analytic[i] is not None else np.zeros_like(x)
+        if g_analytic.shape != x.shape:
+            raise GradcheckError(f"gradcheck: the gradient of input {_pretty(paths[i])} has shape {g_analytic.shape}, "
+                                 f"the input {x.shape} (tensorc bug)")
         g_numeric = np.zeros(x.shape, np.float64)
         for idx in np.ndindex(*x.shape):
             orig = x[idx]
@@ -119,14 +122,21 @@ def gradcheck(fn: Callable[..., Any], *args: Any, eps: float | None = None, atol
         bad = err > atol + rtol * np.abs(g_numeric)
         if bad.any():
             where = tuple(int(v) for v in np.argwhere(bad)[0])
-            msg = (f"gradcheck failed for input {_pretty(paths[i])} element {where}: analytic {g_analytic[where]!r} "
-                   f"vs numeric {g_numeric[where]!r} (|diff| {err[where]:.3g} > atol {atol} + rtol {rtol} * |numeric|); "
+            msg = (f"gradcheck failed for input {_pretty(paths[i])} element {where}: analytic {float(g_analytic[where])!r} "
+                   f"vs numeric {float(g_numeric[where])!r} (|diff| {err[where]:.3g} > atol {atol} + rtol {rtol} * |numeric|); "
                    f"{int(bad.sum())} of {bad.size} elements differ, max |diff| {err.max():.3g}")
             if raise_exception:
                 raise GradcheckError(msg)
             return False
         del k
     return True
+
+
+def _by_path(grads: Any, paths: list[str]) -> list[Any]:
+    """One gradient per input leaf path. vjp gives None for integer/bool inputs and
+    pytree.flatten drops None, so match by path instead of by position."""
+    found = dict(pytree.flatten_with_path(grads)[0])
+    return [found.get(p) for p in paths]
 
 
 def _pretty(path: str) -> str:
@@ -151,10 +161,11 @@ def gradgradcheck(fn: Callable[..., Any], *args: Any, seed: int = 0, **kwargs: A
     r = [rng.standard_normal(np.shape(o)).astype(np.asarray(o).dtype) if as_tensor(o).dtype.is_float
          else np.zeros(np.shape(o), np.asarray(o).dtype) for o in out_leaves]
     w = {i: rng.standard_normal(np.shape(leaves[i])).astype(dtype) for i in float_pos}
+    paths = [p for p, _ in pytree.flatten_with_path(primals)[0]]
 
     def first_order(*a: Any) -> Any:
         _, back = vjp(fn, *a)
-        grads = pytree.flatten(back(pytree.unflatten(out_tree, r)))[0]
+        grads = _by_path(back(pytree.unflatten(out_tree, r)), paths)
         total = None
         for i in float_pos:
             if grads[i] is not None:

@@ -12,13 +12,13 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..config import config
-from ..errors import TensorcError
+from ..errors import CompileError, DTypeError, TensorcError
 from ..ir import dtypes
 from ..ir.dtypes import type_str
 from ..ir.node import Graph
@@ -40,7 +40,7 @@ def _leaf_sig(x: Any) -> Any:
         try:
             return ("array", tuple(np.shape(x)), dtypes.dtype(np.asarray(x).dtype))
         except TypeError as e:
-            raise TensorcError(f"jit argument of dtype {np.asarray(x).dtype}: {e}") from None
+            raise DTypeError(f"jit argument of dtype {np.asarray(x).dtype}: {e}") from None
     try:
         hash(x)
     except TypeError:
@@ -53,13 +53,13 @@ class Signature:
     """What a compiled graph was specialised for: structure, shapes, dtypes, statics."""
 
     treedef: pytree.TreeDef
-    paths: tuple[str, ...]
-    leaves: tuple[Any, ...]
+    paths: tuple[str, ...] = field(compare=False)  # for messages only: derived from treedef and names
+    leaves: tuple[Any, ...] = ()
 
     @staticmethod
-    def of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Signature:
+    def of(args: tuple[Any, ...], kwargs: dict[str, Any], arg_names: Sequence[str] = ()) -> Signature:
         with_path, treedef = pytree.flatten_with_path((args, kwargs))
-        return Signature(treedef, tuple(_pretty_path(p) for p, _ in with_path), tuple(_leaf_sig(v) for _, v in with_path))
+        return Signature(treedef, tuple(_pretty_path(p, arg_names) for p, _ in with_path), tuple(_leaf_sig(v) for _, v in with_path))
 
     def describe(self, i: int) -> str:
         kind, a, b = self.leaves[i]
@@ -134,7 +134,7 @@ class Lowered:
 
             exe = ReferenceExecutable(self.optimized)
         else:
-            raise TensorcError(f"unknown or not yet available target {target!r}; available: 'reference'")
+            raise CompileError(f"unknown or not yet available target {target!r}; available: 'reference'")
         if config.get("debug") >= 1:
             log.warning("tensorc: compiled %s for %s in %.1f ms", self.name, target, 1e3 * (time.perf_counter() - t0))
         return Compiled(self, exe)
@@ -210,6 +210,7 @@ class Jitted:
         self.name = getattr(fn, "__name__", "fn")
         self._cache: dict[tuple[Signature, str], Compiled] = {}
         self._last: Signature | None = None
+        self._arg_names = _arg_names(fn)
         self.compile_count = 0
         functools.update_wrapper(self, fn)
 
@@ -219,13 +220,13 @@ class Jitted:
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """Trace for these arguments without compiling; ``.graph`` prints the IR."""
         args = self._static_wrap(args)
-        sig = Signature.of(args, kwargs)
+        sig = Signature.of(args, kwargs, self._arg_names)
         fn = self.fn
 
         def call(*a: Any, **k: Any) -> Any:
             return fn(*[v.value if isinstance(v, _Static) else v for v in a], **k)
 
-        graph, positions, out_tree = trace_to_graph(call, args, kwargs, self.name, _arg_names(self.fn))
+        graph, positions, out_tree = trace_to_graph(call, args, kwargs, self.name, self._arg_names)
         if config.get("verify"):
             from ..ir.verifier import verify
 
@@ -237,7 +238,7 @@ class Jitted:
             return self.fn(*args, **kwargs)  # inside another trace: inline
         target = self.target or config.get("target")
         wrapped = self._static_wrap(args)
-        sig = Signature.of(wrapped, kwargs)
+        sig = Signature.of(wrapped, kwargs, self._arg_names)
         key = (sig, target)
         compiled = self._cache.get(key)
         if compiled is None:

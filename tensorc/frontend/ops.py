@@ -37,7 +37,8 @@ def tensor(data: Any, dtype: Any = None) -> Tensor:
     if isinstance(data, Tensor):
         return data if dtype is None else cast(data, dtype)
     if dtype is not None:
-        arr = np.asarray(data, dtype=dtypes.dtype(dtype).np)
+        with np.errstate(over="ignore"):  # out-of-range floats become inf, as numpy casts them
+            arr = np.asarray(data, dtype=dtypes.dtype(dtype).np)
     elif isinstance(data, np.ndarray) or isinstance(data, np.generic):
         arr = np.asarray(data)
     else:
@@ -61,7 +62,13 @@ def as_tensor(x: Any, like: DType | None = None) -> Tensor:
         return x
     if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
         dt = dtypes.weak_scalar_dtype(x, like) if like is not None else dtypes.scalar_dtype(x)
-        return Tensor._concrete(np.asarray(x, dtype=dt.np))
+        if dt.is_int and not isinstance(x, bool):
+            info = np.iinfo(dt.np)
+            if not info.min <= x <= info.max:
+                raise DTypeError(f"Python integer {x} does not fit {dt.name} (range {info.min}..{info.max}); "
+                                 "cast the tensor to a wider dtype first")
+        with np.errstate(over="ignore"):
+            return Tensor._concrete(np.asarray(x, dtype=dt.np))
     return tensor(x)
 
 
@@ -205,6 +212,8 @@ def broadcast_to(x: Any, shape: Any) -> Tensor:
     lifted = (1,) * (len(shape) - len(x.shape)) + x.shape
     if lifted != x.shape:
         x = apply("reshape", [x], {"shape": lifted})
+    if lifted == shape:
+        return x
     return apply("expand", [x], {"shape": shape})
 
 
@@ -449,6 +458,8 @@ def min(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None, ke
         return cast(min(cast(x, "int32"), axes, keepdims), "bool")
     if x.dtype == dtypes.uint32:
         return cast(min(cast(x, "int64"), axes, keepdims), "uint32")
+    if x.dtype.is_int:  # -1 - x is bitwise not: unlike -x it cannot overflow at the most negative integer
+        return sub(-1, max(sub(-1, x), axes, keepdims))
     return neg(max(neg(x), axes, keepdims))
 
 
@@ -652,8 +663,10 @@ def split(x: Any, split_size_or_sections: Any, dim: int = 0) -> list[Tensor]:
     d = _axis(dim, x.ndim, "split")
     n = x.shape[d]
     if isinstance(split_size_or_sections, int):
+        if split_size_or_sections <= 0:
+            raise op_error(ShapeError, "split", [(x.shape, x.dtype)], f"split size must be positive, got {split_size_or_sections}")
         sizes = [split_size_or_sections] * (n // split_size_or_sections)
-        if n % split_size_or_sections:
+        if n % split_size_or_sections or not sizes:  # an empty axis gives one empty piece (as torch.split)
             sizes.append(n % split_size_or_sections)
     else:
         sizes = list(split_size_or_sections)
@@ -672,7 +685,7 @@ def split(x: Any, split_size_or_sections: Any, dim: int = 0) -> list[Tensor]:
 def chunk(x: Any, chunks: int, dim: int = 0) -> list[Tensor]:
     x = as_tensor(x)
     n = x.shape[_axis(dim, x.ndim, "chunk")]
-    return split(x, -(-n // chunks), dim)
+    return split(x, _py_max(1, -(-n // chunks)), dim)
 
 
 # ----------------------------------------------------------------------------- matmul, gather

@@ -135,6 +135,12 @@ def apply(op: str, inputs: Sequence[Tensor], attrs: dict[str, Any] | Attrs | Non
     if trace is None:
         from ..backends.reference.interpreter import evaluate_node
 
+        for t in inputs:
+            if t._trace is not None:  # a tracer that leaked out of its jit/scan, used eagerly
+                where = f" (created at {t._loc})" if t._loc else ""
+                raise TracerError(f"{name or op} at {loc}: a traced tensor{where} was used outside the function that traced it; "
+                                  "return it from the jitted/scanned function instead of storing it")
+
         node = Node(op, (), attrs_, shape, dtype, loc)
         try:
             value = evaluate_node(node, [t._value for t in inputs])
@@ -161,8 +167,11 @@ def is_traced(x: Any) -> bool:
 
 def concrete_value(t: Tensor, what: str) -> np.ndarray:
     if t._trace is not None:
+        loc = user_location()
+        where = f" at {loc}" if loc else ""
+        state = "is traced (inside jit/scan/grad)" if t._trace.active else "was traced by a function that has returned (a leaked tracer)"
         raise TracerError(
-            f"{what} needs a concrete value, but this tensor is traced (inside jit/scan/grad); "
+            f"{what}{where} needs a concrete value, but this tensor {state}; "
             "use tc.where instead of Python control flow on tensor values, or mark the argument static"
         )
     return t._value

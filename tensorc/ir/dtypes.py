@@ -21,6 +21,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from ..errors import DTypeError
+
 
 @dataclass(frozen=True, eq=True)
 class DType:
@@ -108,9 +110,9 @@ def dtype(x: Any) -> DType:
     try:
         npd = np.dtype(x)
     except TypeError:
-        raise TypeError(f"not a dtype: {x!r}") from None
+        raise DTypeError(f"not a dtype: {x!r}") from None
     if npd not in _BY_NUMPY:
-        raise TypeError(f"tensorc has no dtype for numpy {npd}; supported: {[d.name for d in ALL_DTYPES]}")
+        raise DTypeError(f"tensorc has no dtype {npd}; supported: {[d.name for d in ALL_DTYPES]}")
     return _BY_NUMPY[npd]
 
 

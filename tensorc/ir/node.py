@@ -52,13 +52,14 @@ def user_location() -> SourceLoc | None:
 class ConstValue:
     """A numpy array held as an attribute: hashable by content, read-only."""
 
-    __slots__ = ("array", "_hash")
+    __slots__ = ("array", "_hash", "digest")
 
     def __init__(self, array: np.ndarray) -> None:
         arr = np.array(array, copy=True)
         arr.setflags(write=False)
         self.array = arr
-        digest = hashlib.blake2b(arr.tobytes(), digest_size=8).digest()
+        digest = hashlib.blake2b(arr.tobytes() + str((arr.shape, arr.dtype)).encode(), digest_size=8).hexdigest()
+        self.digest = digest  # stable across processes, unlike hash()
         self._hash = hash((arr.shape, str(arr.dtype), digest))
 
     def __hash__(self) -> int:
@@ -78,7 +79,7 @@ class ConstValue:
             return repr(a.item())
         if a.size <= 4:
             return repr(a.tolist())
-        return f"<{a.dtype}{list(a.shape)} #{self._hash & 0xFFFF:04x}>"
+        return f"<{a.dtype}{list(a.shape)} #{self.digest[:4]}>"
 
 
 class Attrs(Mapping[str, Any]):

@@ -85,7 +85,7 @@ def _int_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _int_pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind in "iu" and np.any(b < 0):
-        raise TensorcError("integers to negative integer powers are not allowed")
+        raise ZeroDivisionError("integers to negative integer powers are not allowed")
     return np.power(a, b)
 
 

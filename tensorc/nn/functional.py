@@ -92,6 +92,9 @@ def cross_entropy(input: Any, target: Any, ignore_index: int = -100, reduction: 
     logp = log_softmax(x, -1)
     valid = ops.ne(t, ignore_index)
     safe_t = ops.where(valid, t, 0)
+    # Looking each target up in iota(C) is the identity, but bounds-checked: a class id outside
+    # [0, C) is an error, not a silent read of another row's logits through the flat index below.
+    safe_t = ops.gather(ops.iota((n_classes,), 0, safe_t.dtype), safe_t, 0)
     rows = math.prod(t.shape)
     flat_logp = ops.reshape(logp, (rows * n_classes,))
     flat_idx = ops.add(ops.mul(ops.iota((rows,), 0, safe_t.dtype), n_classes), ops.reshape(safe_t, (rows,)))
@@ -173,3 +176,8 @@ def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: An
 
 def one_hot(tensor: Any, num_classes: int) -> Tensor:
     return ops.one_hot(tensor, num_classes, "int64")
+
+__all__ = [
+    "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear", "log_softmax", "mse_loss", "one_hot", "relu",
+    "scaled_dot_product_attention", "sigmoid", "silu", "softmax", "tanh",
+]

@@ -67,13 +67,24 @@ class PassManager:
 
 def default_passes() -> list[tuple[str, PassFn]]:
     """The standard pipeline, in order."""
+    from .fusion import fuse_patterns
     from .simplify import cse, dce, simplify
 
     return [
         ("simplify", simplify),
         ("cse", cse),
+        ("fuse_patterns", fuse_patterns),
         ("dce", dce),
     ]
+
+
+def autodiff_prepasses() -> list[tuple[str, PassFn]]:
+    """What runs on a forward graph before it is differentiated: pattern
+    fusion first, so the backward of a fused node is fused too."""
+    from .fusion import fuse_patterns
+    from .simplify import cse, simplify
+
+    return [("simplify", simplify), ("cse", cse), ("fuse_patterns", fuse_patterns)]
 
 
 def optimize(graph: Graph, passes: Sequence[tuple[str, PassFn]] | None = None) -> tuple[Graph, PassManager]:

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import TensorcError
+from ...errors import DTypeError, ShapeError, TensorcError
 from ...ir import dtypes
+from ...ir.dtypes import type_str
 from ...ir.node import Graph, Node
 from ...ir.registry import REGISTRY
 
@@ -49,9 +50,25 @@ def evaluate_node(node: Node, args: Sequence[Any]) -> Any:
         getattr(a, "dtype", None) in _HALF for a in args
     ):
         args = [a.astype(np.float32) if a.dtype in _HALF else a for a in args]
-    with np.errstate(all="ignore"):
-        out = REGISTRY[node.op].ref(ctx, *args)
+    try:
+        with np.errstate(all="ignore"):
+            out = REGISTRY[node.op].ref(ctx, *args)
+    except (IndexError, ZeroDivisionError) as e:
+        in_types = [(np.shape(a), getattr(a, "dtype", None)) for a in args if not isinstance(a, tuple)]
+        raise _data_error(node, in_types, e) from None
     return _to_storage(out, node)
+
+
+def _data_error(node: Node, in_types: list[tuple[Any, Any]], e: Exception) -> TensorcError:
+    """A bad index or an integer division by zero, found while running: the user's error, reported
+    as one found while tracing is (``gather at model.py:12: f32[5], i64[3]: index 7 out of range ...``)."""
+    kind = ShapeError if isinstance(e, IndexError) else DTypeError
+    where = f" at {node.loc}" if node.loc else ""
+    sym = REGISTRY[node.op].symbol
+    operands = (f" {sym} " if sym != "," else ", ").join(
+        type_str(tuple(s), dtypes.dtype(d)) if d is not None else "?" for s, d in in_types)
+    detail = str(e).split(": ", 1)[-1]  # the reference's message may carry its own "op at loc:" prefix
+    return kind(f"{node.op}{where}: {operands}: {detail}")
 
 
 def evaluate(graph: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
