@@ -399,7 +399,7 @@ def match_softmax_xent(node: Node, users: dict[int, int]) -> Match | None:
     x = log_softmax_input(lp)
     if x is None:
         return None
-    t = strip_keepdims(row_t) if row_t.op == "reshape" else row_t
+    t = row_t.inputs[0] if row_t.op == "reshape" else row_t  # targets flattened to rows
     ignore = None
     if valid is not None:
         if t.op != "where" or t.inputs[0] != valid or scalar(t.inputs[2]) != 0 or valid.op != "ne":
