@@ -130,7 +130,7 @@ __all__ = [
     "concat", "config", "cos", "div", "eq", "erf", "exp", "expand", "eye", "flatten", "flip", "float16", "float32",
     "float64", "floor", "floordiv", "full", "full_like", "gather", "ge", "gt", "int32", "int64", "iota", "jit", "le",
     "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logsumexp", "lt", "matmul", "max", "maximum",
-    "mean", "min", "minimum", "mod", "mul", "ne", "neg", "nn", "one_hot", "ones", "ones_like", "pad", "permute",
+    "mean", "min", "minimum", "mod", "mul", "ne", "neg", "nn", "optim", "one_hot", "ones", "ones_like", "pad", "permute",
     "pow", "promote", "random", "reciprocal", "register_pytree_node", "relu", "reshape", "rsqrt", "scan",
     "scatter_add", "sigmoid", "sign", "sin", "softmax", "split", "sqrt", "squeeze", "stack", "sub", "sum", "take",
     "tanh", "tensor", "transpose", "tree_flatten", "tree_map", "tree_unflatten", "tril", "triu", "uint32",
@@ -139,4 +139,4 @@ __all__ = [
 
 from .autodiff import GradcheckError, grad, gradcheck, gradgradcheck, value_and_grad, vjp  # noqa: E402
 
-__all__ += ["GradcheckError", "grad", "gradcheck", "gradgradcheck", "value_and_grad", "vjp"]
+__all__ += ["CheckpointError", "load_checkpoint", "save_checkpoint", "GradcheckError", "grad", "gradcheck", "gradgradcheck", "value_and_grad", "vjp"]
