@@ -12,11 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import (  # noqa: E402
-    ir,  # noqa: F401  (registers the primitive ops)
-    nn,
-    random,
-)
+from . import ir  # noqa: F401  (registers the primitive ops)
 from .config import config
 from .errors import CompileError, DTypeError, ShapeError, TensorcError, TracerError
 from .frontend.control import scan
@@ -131,12 +127,14 @@ __all__ = [
     "float64", "floor", "floordiv", "full", "full_like", "gather", "ge", "gt", "int32", "int64", "iota", "jit", "le",
     "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logsumexp", "lt", "matmul", "max", "maximum",
     "mean", "min", "minimum", "mod", "mul", "ne", "neg", "nn", "optim", "one_hot", "ones", "ones_like", "pad", "permute",
-    "pow", "promote", "random", "reciprocal", "register_pytree_node", "relu", "reshape", "rsqrt", "scan",
+    "pow", "promote", "random", "sampling", "reciprocal", "register_pytree_node", "relu", "reshape", "rsqrt", "scan",
     "scatter_add", "sigmoid", "sign", "sin", "softmax", "split", "sqrt", "squeeze", "stack", "sub", "sum", "take",
     "tanh", "tensor", "transpose", "tree_flatten", "tree_map", "tree_unflatten", "tril", "triu", "uint32",
     "unsqueeze", "var", "where", "zeros", "zeros_like",
 ]
 
+from . import nn, optim, random, sampling  # noqa: E402
 from .autodiff import GradcheckError, grad, gradcheck, gradgradcheck, value_and_grad, vjp  # noqa: E402
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 
 __all__ += ["CheckpointError", "load_checkpoint", "save_checkpoint", "GradcheckError", "grad", "gradcheck", "gradgradcheck", "value_and_grad", "vjp"]

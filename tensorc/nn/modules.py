@@ -189,7 +189,12 @@ class MultiHeadAttention(Module):
         return ops.reshape(t, (b, n, self.n_heads, c // self.n_heads)).permute(0, 2, 1, 3)  # (B, nh, n, hs)
 
     def __call__(self, params: Params, x: Any, context: Any = None, mask: Any = None, *, key: Any = None,
-                 training: bool = False) -> Tensor:
+                 training: bool = False, cache: tuple[Any, Any] | None = None, pos: Any = None) -> Any:
+        """With ``cache=(k_cache, v_cache)`` (each (B, nh, max_len, hs)) and ``pos``,
+        the new keys/values are written at positions ``pos, pos+1, ...``, attention
+        runs over everything cached so far, and ``(y, new_cache)`` is returned.
+        ``pos`` is a Python int (prefill) or an int tensor with T == 1 (a decode
+        step compiled once for every position)."""
         x = ops.as_tensor(x)
         b, t, c = x.shape
         if self.fused_qkv and context is None:
@@ -203,13 +208,53 @@ class MultiHeadAttention(Module):
             src = x if context is None else context
             q, k, v = self.q(params["q"], x), self.k(params["k"], src), self.v(params["v"], src)
         attn_key, drop_key = (_keys(key, 2) if key is not None else (None, None))
+        qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T, hs)
+        new_cache = None
+        if cache is not None:
+            if context is not None:
+                raise TensorcError("a KV cache is for self-attention only")
+            qh, kh, vh, mask, causal, new_cache = self._with_cache(qh, kh, vh, cache, pos, mask)
+        else:
+            causal = self.causal and context is None
         y = F.scaled_dot_product_attention(
-            self._heads(q), self._heads(k), self._heads(v), attn_mask=mask,
-            dropout_p=self.dropout if training else 0.0, is_causal=self.causal and context is None, dropout_key=attn_key,
+            qh, kh, vh, attn_mask=mask, dropout_p=self.dropout if training else 0.0, is_causal=causal, dropout_key=attn_key,
         )  # (B, nh, T, hs)
         y = ops.reshape(y.permute(0, 2, 1, 3), (b, t, c))  # (B, T, C)
         y = self.proj(params["proj"], y)
-        return F.dropout(y, self.dropout, training, key=drop_key) if training and self.dropout else y
+        if training and self.dropout:
+            y = F.dropout(y, self.dropout, training, key=drop_key)
+        return (y, new_cache) if cache is not None else y
+
+    def _with_cache(self, qh: Tensor, kh: Tensor, vh: Tensor, cache: tuple[Any, Any], pos: Any, mask: Any) -> tuple:
+        k_cache, v_cache = ops.as_tensor(cache[0]), ops.as_tensor(cache[1])
+        t, max_len = qh.shape[2], k_cache.shape[2]
+        if isinstance(pos, int):
+            if pos + t > max_len:
+                raise TensorcError(f"KV cache of length {max_len} cannot hold positions {pos}..{pos + t - 1}")
+            widths = [(0, 0), (0, 0), (pos, max_len - pos - t), (0, 0)]
+            slot = ops.reshape(ops.logical_and(ops.ge(ops.iota((max_len,), 0), pos), ops.lt(ops.iota((max_len,), 0), pos + t)),
+                               (1, 1, max_len, 1))
+            k_cache = ops.where(slot, ops.pad(kh, widths), k_cache)
+            v_cache = ops.where(slot, ops.pad(vh, widths), v_cache)
+            if pos == 0 and mask is None:  # prefill: the new tokens only see each other
+                return qh, kh, vh, None, self.causal, (k_cache, v_cache)
+            key_pos = ops.iota((t, max_len), 1)
+            query_pos = ops.add(ops.iota((t, max_len), 0), pos)
+            last_written = pos + t - 1
+        else:
+            if t != 1:
+                raise TensorcError("a decode step with a tensor position takes one token (T == 1)")
+            pos = ops.as_tensor(pos)
+            slot = ops.reshape(ops.eq(ops.iota((max_len,), 0, pos.dtype), pos), (1, 1, max_len, 1))
+            k_cache = ops.where(slot, kh, k_cache)  # (B, nh, max_len, hs)
+            v_cache = ops.where(slot, vh, v_cache)
+            key_pos = ops.iota((1, max_len), 1, pos.dtype)
+            query_pos = last_written = ops.broadcast_to(pos, (1, max_len))
+        # causal: a query sees keys up to its own position; otherwise every position written so far
+        allowed = ops.le(key_pos, query_pos if self.causal else last_written)
+        if mask is not None:
+            allowed = ops.logical_and(allowed, mask)
+        return qh, k_cache, v_cache, allowed, False, (k_cache, v_cache)
 
 
 class FeedForward(Module):
@@ -265,8 +310,17 @@ class TransformerBlock(Module):
         return p
 
     def __call__(self, params: Params, x: Any, context: Any = None, mask: Any = None, context_mask: Any = None, *,
-                 key: Any = None, training: bool = False) -> Tensor:
+                 key: Any = None, training: bool = False, cache: tuple[Any, Any] | None = None, pos: Any = None) -> Any:
+        """``cache``/``pos`` as in :class:`MultiHeadAttention`; with a cache, returns ``(x, new_cache)``."""
         k1, k2, k3 = _keys(key, 3) if key is not None else (None, None, None)
+        new_cache: list[Any] = []
+
+        def self_attention(h: Tensor) -> Tensor:
+            if cache is None:
+                return self.attn(params["attn"], h, mask=mask, key=k1, training=training)
+            y, c = self.attn(params["attn"], h, mask=mask, key=k1, training=training, cache=cache, pos=pos)
+            new_cache.append(c)
+            return y
 
         def sublayer(name_ln: str, fn: Any, h: Tensor) -> Tensor:
             ln = getattr(self, name_ln)
@@ -274,13 +328,14 @@ class TransformerBlock(Module):
                 return ops.add(h, fn(ln(params[name_ln], h)))
             return ln(params[name_ln], ops.add(h, fn(h)))
 
-        x = sublayer("ln1", lambda h: self.attn(params["attn"], h, mask=mask, key=k1, training=training), ops.as_tensor(x))
+        x = sublayer("ln1", self_attention, ops.as_tensor(x))
         if self.cross:
             if context is None:
                 raise TensorcError("this block has cross-attention: pass context=")
             x = sublayer("ln_cross", lambda h: self.cross_attn(params["cross_attn"], h, context, context_mask, key=k3,
                                                                 training=training), x)
-        return sublayer("ln2", lambda h: self.mlp(params["mlp"], h, key=k2, training=training), x)
+        x = sublayer("ln2", lambda h: self.mlp(params["mlp"], h, key=k2, training=training), x)
+        return (x, new_cache[0]) if cache is not None else x
 
 
 def named_parameters(params: Any, prefix: str = "") -> dict[str, Any]:

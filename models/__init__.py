@@ -1,0 +1,1 @@
+"""The models of language modelling, written in tensorc's DSL (public API only)."""
