@@ -216,3 +216,25 @@ def generate(model: GPT, params: dict[str, Any], prompt: list[int], max_new_toke
         if nxt == stop_token:
             break
     return tokens
+
+
+# ----------------------------------------------------------------------------- the recipe `tensorc train gpt` uses
+
+
+class GPTRecipe:
+    """How ``tensorc train gpt`` / ``tensorc generate`` build and sample this model."""
+
+    name = "gpt"
+    presets = PRESETS
+
+    def config_for(self, preset: str, vocab_size: int, **overrides: Any) -> dict[str, Any]:
+        return from_preset(preset, vocab_size=vocab_size, **overrides).to_dict()
+
+    def build(self, config: dict[str, Any]) -> GPT:
+        return GPT(GPTConfig(**config))
+
+    def generate(self, model: GPT, params: Any, prompt: list[int], max_new_tokens: int, **sampling: Any) -> list[int]:
+        return generate(model, params, prompt, max_new_tokens, **sampling)
+
+
+recipe = GPTRecipe()

@@ -1,5 +1,7 @@
 """The ``tensorc`` command line.
 
+    tensorc train gpt --preset tiny              # trains on the corpus that ships with Python
+    tensorc generate --checkpoint runs/gpt --prompt "The " --top-p 0.9
     tensorc ir model.py:loss_fn --input x:f32[8,128] --input w:f32[128,64]
     tensorc run model.py:loss_fn --input x:f32[8,128] --input w:f32[128,64]
     tensorc version
@@ -130,6 +132,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainSettings, find_recipe, train
+
+    recipe = find_recipe(args.model)
+    if args.preset not in recipe.presets:
+        raise TensorcError(f"{args.model} has no preset {args.preset!r}; presets: {', '.join(recipe.presets)}")
+    out = args.out or f"runs/{args.model}"
+    settings = TrainSettings(
+        preset=args.preset, data=args.data, steps=args.steps, out=out, resume=args.resume, target=args.target,
+        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, eval_every=args.eval_every, seed=args.seed,
+        time_budget=args.minutes * 60 if args.minutes else None, sample_tokens=args.sample_tokens,
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+    )
+    result = train(recipe, settings)
+    return 130 if result.interrupted else 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .training import load_for_generation
+
+    recipe, model, params, tokenizer = load_for_generation(args.checkpoint)
+    prompt = tokenizer.encode(args.prompt) if args.prompt else tokenizer.encode("\n")
+    stop = None
+    if args.stop:
+        ids = tokenizer.encode(args.stop)
+        if len(ids) != 1:
+            raise TensorcError(f"--stop must be one token; {args.stop!r} is {len(ids)} tokens")
+        stop = ids[0]
+    tokens = recipe.generate(model, params, prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p, seed=args.seed, stop_token=stop)
+    print(tokenizer.decode(tokens))
+    return 0
+
+
 def _cmd_version(args: argparse.Namespace) -> int:
     from . import __version__
 
@@ -152,6 +188,34 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             s.add_argument("--target", default="reference", help="backend (default: reference)")
         s.set_defaults(func=fn)
+    t = sub.add_parser("train", help="train a model (e.g. gpt) on a text corpus")
+    t.add_argument("model", help="a registered model: gpt")
+    t.add_argument("--preset", default="tiny", help="model size preset (gpt: tiny, mini, gpt2)")
+    t.add_argument("--data", default=None, help="a UTF-8 text file (default: the corpus that ships with Python)")
+    t.add_argument("--steps", type=int, default=2000, help="total optimizer steps")
+    t.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
+    t.add_argument("--out", default=None, help="run directory (default runs/MODEL)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    t.add_argument("--target", default=None, help="backend (default: tc.config target)")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--warmup", type=int, default=100)
+    t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--seed", type=int, default=1337)
+    t.add_argument("--sample-tokens", type=int, default=300, help="length of the sample printed at the end (0: none)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+    g = sub.add_parser("generate", help="sample text from a trained checkpoint")
+    g.add_argument("--checkpoint", required=True, help="a run directory or its last/ checkpoint")
+    g.add_argument("--prompt", default="", help="text to continue")
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--stop", default=None, help="stop at this token")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=_cmd_generate)
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(func=_cmd_version)
     return p
@@ -164,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TensorcError as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
