@@ -51,8 +51,9 @@ class Checkpoint:
 
 
 def _to_numpy(x: Any) -> np.ndarray:
-    arr = np.ascontiguousarray(np.asarray(x))
-    return arr
+    arr = np.asarray(x)
+    # Not np.ascontiguousarray alone: it turns a 0-d array (a step counter) into shape (1,).
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 def save_checkpoint(directory: str | os.PathLike, params: Any, opt_state: Any = None, step: int = 0,
@@ -78,10 +79,24 @@ def save_checkpoint(directory: str | os.PathLike, params: Any, opt_state: Any = 
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
+        _fsync_directory(directory)  # make the rename itself durable
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return final
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _check_against(prefix: str, found: dict[str, np.ndarray], like: Any) -> None:
@@ -104,7 +119,9 @@ def _check_against(prefix: str, found: dict[str, np.ndarray], like: Any) -> None
 def load_checkpoint(directory: str | os.PathLike, params_like: Any = None, opt_state_like: Any = None,
                     strict: bool = True) -> Checkpoint:
     """Read a checkpoint. With ``params_like`` / ``opt_state_like`` (pytrees of
-    arrays), the arrays are checked against them and returned in their structure."""
+    arrays), the arrays are checked against them and returned in their structure. With
+    ``strict=False`` names the checkpoint lacks keep their value from ``*_like`` and extra
+    names are ignored."""
     path = Path(directory)
     if path.is_dir():
         path = path / FILENAME
@@ -120,20 +137,28 @@ def load_checkpoint(directory: str | os.PathLike, params_like: Any = None, opt_s
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {e}") from None
     if metadata.get("format") != "tensorc-checkpoint":
         raise CheckpointError(f"{path} is a safetensors file but not a tensorc checkpoint")
+    try:  # a damaged header can still parse as safetensors
+        step = int(metadata.get("step", 0))
+        config, extra = json.loads(metadata.get("config", "{}")), json.loads(metadata.get("extra", "{}"))
+    except ValueError as e:
+        raise CheckpointError(f"{path} has corrupt metadata: {e}") from None
     params = {k[len("params."):]: v for k, v in tensors.items() if k.startswith("params.")}
     opt = {k[len("opt."):]: v for k, v in tensors.items() if k.startswith("opt.")}
     if params_like is not None:
         if strict:
             _check_against("parameters", params, params_like)
+        else:  # missing names keep the model's value instead of raising KeyError
+            params = {**named_parameters(params_like), **params}
         params_tree: Any = unflatten_parameters(params, params_like)
     else:
         params_tree = params
     if opt_state_like is not None:
         if strict:
             _check_against("optimizer state", opt, opt_state_like)
+        else:
+            opt = {**named_parameters(opt_state_like), **opt}
         opt_tree: Any = unflatten_parameters(opt, opt_state_like)
     else:
         opt_tree = opt or None
-    return Checkpoint(params=params_tree, opt_state=opt_tree, step=int(metadata.get("step", 0)),
-                      rng_key=tensors.get("rng_key"), config=json.loads(metadata.get("config", "{}")),
-                      extra=json.loads(metadata.get("extra", "{}")))
+    return Checkpoint(params=params_tree, opt_state=opt_tree, step=step, rng_key=tensors.get("rng_key"), config=config,
+                      extra=extra)

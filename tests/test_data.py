@@ -156,10 +156,3 @@ def test_sequential_windows_errors_and_options() -> None:
 
 
 # ----------------------------------------------------------------------------- docs
-
-
-def test_docs_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_docs import run_page  # tests/test_docs.py: executes a docs page's examples and checks their output
-
-    monkeypatch.chdir(tmp_path)
-    run_page("text-and-data.md", tmp_path)

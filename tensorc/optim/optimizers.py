@@ -23,6 +23,36 @@ def _zeros_like(tree: Any) -> Any:
     return pytree.tree_map(lambda p: np.zeros(np.shape(p), np.asarray(p).dtype), tree)
 
 
+def _leaf_names(tree: Any) -> list[str]:
+    """Dotted names (``blocks.0.attn.qkv.weight``, as ``tc.nn.named_parameters``) in pytree leaf order."""
+    names: list[str] = []
+
+    def rec(node: Any, prefix: str) -> None:
+        spec = pytree._children(node)
+        if spec is None:
+            names.append(prefix)
+            return
+        kind, aux, children, labels = spec
+        parts = [str(k) for k in aux] if kind == "dict" else [lab.strip(".[]") for lab in labels]
+        for child, part in zip(children, parts):
+            rec(child, f"{prefix}.{part}" if prefix else part)
+
+    rec(tree, "")
+    return names
+
+
+# The step counter is int32: a float32 counter stops counting at 2**24 steps (and the schedule with it).
+def _new_step() -> np.ndarray:
+    return np.zeros((), np.int32)
+
+
+def _lr_as(lr: Any, dtype: Any) -> Any:
+    """A Python number stays a weak scalar (exact in float64); anything else (a tensor, a numpy
+    scalar from a schedule) is cast to the parameter's dtype so it cannot promote it."""
+    weak = isinstance(lr, (int, float)) and not isinstance(lr, np.generic)  # np.float64 subclasses float
+    return lr if weak else ops.cast(ops.as_tensor(lr), dtype)
+
+
 def _check_same_structure(grads: Any, params: Any) -> None:
     g, p = pytree.flatten(grads)[1], pytree.flatten(params)[1]
     if g != p:
@@ -52,7 +82,7 @@ class SGD(Optimizer):
         self.lr, self.momentum, self.nesterov, self.weight_decay = _schedule(lr), momentum, nesterov, weight_decay
 
     def init(self, params: Any) -> dict[str, Any]:
-        state: dict[str, Any] = {"step": np.zeros((), np.float32)}
+        state: dict[str, Any] = {"step": _new_step()}
         if self.momentum:
             state["momentum"] = _zeros_like(params)
         return state
@@ -74,8 +104,8 @@ class SGD(Optimizer):
                 m = ops.add(ops.mul(m, self.momentum), g)
                 new_m.append(m)
                 g = ops.add(g, ops.mul(m, self.momentum)) if self.nesterov else m
-            new_p.append(ops.sub(p, ops.mul(g, ops.cast(lr, p.dtype) if isinstance(lr, Tensor) else lr)))
-        new_state: dict[str, Any] = {"step": ops.add(step, 1.0)}
+            new_p.append(ops.sub(p, ops.mul(g, _lr_as(lr, p.dtype))))
+        new_state: dict[str, Any] = {"step": ops.add(step, 1)}
         if self.momentum:
             new_state["momentum"] = pytree.unflatten(tree, new_m)
         return pytree.unflatten(tree, new_p), new_state
@@ -84,8 +114,9 @@ class SGD(Optimizer):
 class AdamW(Optimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter): ``p -= lr * (m̂ / (√v̂ + eps) + wd * p)``.
 
-    ``decay_mask(name) -> bool`` picks which parameters decay (default: those
-    with two or more dimensions, i.e. not biases, norms' gains or scalars).
+    ``decay_mask(name, param) -> bool`` picks which parameters decay, by dotted name
+    (``blocks.0.attn.qkv.weight``) or value (default: those with two or more
+    dimensions, i.e. not biases, norms' gains or scalars).
     """
 
     decoupled = True
@@ -96,16 +127,18 @@ class AdamW(Optimizer):
         self.decay_mask = decay_mask or (lambda name, p: np.ndim(p) >= 2)
 
     def init(self, params: Any) -> dict[str, Any]:
-        return {"step": np.zeros((), np.float32), "m": _zeros_like(params), "v": _zeros_like(params)}
+        return {"step": _new_step(), "m": _zeros_like(params), "v": _zeros_like(params)}
 
     def update(self, grads: Any, state: dict[str, Any], params: Any) -> tuple[Any, dict[str, Any]]:
         _check_same_structure(grads, params)
         b1, b2 = self.betas
-        step = ops.add(ops.as_tensor(state["step"]), 1.0)
-        lr = ops.as_tensor(self.lr(ops.as_tensor(state["step"])))
-        corr1 = ops.sub(1.0, ops.pow(b1, step))  # bias corrections
-        corr2 = ops.sub(1.0, ops.pow(b2, step))
-        with_path, tree = pytree.flatten_with_path(params)
+        step = ops.add(ops.as_tensor(state["step"]), 1)
+        lr = self.lr(ops.as_tensor(state["step"]))  # a Python float stays a weak scalar: exact in float64
+        # Bias corrections in float64: in float32, 1 - 0.999**t cancels to ~1e-5 relative error at small t.
+        corr1 = ops.sub(1.0, ops.pow(b1, ops.cast(step, "float64")))
+        corr2 = ops.sub(1.0, ops.pow(b2, ops.cast(step, "float64")))
+        p_leaves, tree = pytree.flatten(params)
+        with_path = list(zip(_leaf_names(params), p_leaves))
         g_leaves = pytree.flatten(grads)[0]
         m_leaves, v_leaves = pytree.flatten(state["m"])[0], pytree.flatten(state["v"])[0]
         new_p, new_m, new_v = [], [], []
@@ -122,7 +155,7 @@ class AdamW(Optimizer):
             delta = ops.div(m_hat, ops.add(ops.sqrt(v_hat), self.eps))
             if decay and self.decoupled:
                 delta = ops.add(delta, ops.mul(p, decay))
-            new_p.append(ops.sub(p, ops.mul(delta, ops.cast(lr, p.dtype))))
+            new_p.append(ops.sub(p, ops.mul(delta, _lr_as(lr, p.dtype))))
             new_m.append(m)
             new_v.append(v)
         return pytree.unflatten(tree, new_p), {"step": step, "m": pytree.unflatten(tree, new_m), "v": pytree.unflatten(tree, new_v)}

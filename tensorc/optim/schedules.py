@@ -18,7 +18,7 @@ def constant(lr: float) -> Schedule:
 
 
 def warmup_cosine(base_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> Schedule:
-    """Linear warmup from 0 to ``base_lr`` over ``warmup_steps``, then cosine decay to
+    """Linear warmup to ``base_lr`` (step s gets ``base_lr * (s + 1) / warmup_steps``), then cosine decay to
     ``min_lr`` at ``total_steps`` (and ``min_lr`` after).
 
     >>> import tensorc as tc
