@@ -54,6 +54,8 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         self.config = c = config
+        if not c.bias:  # TransformerBlock has no bias switch yet; refuse rather than silently keep biases
+            raise tc.TensorcError("GPT: bias=False is not supported yet")
         self.wte = nn.Embedding(c.vocab_size, c.n_embd, init_std=0.02)
         self.wpe = nn.LearnedPositions(c.block_size, c.n_embd, init_std=0.02)
         out_std = 0.02 / math.sqrt(2 * c.n_layer)  # GPT-2's scaled init of residual projections
@@ -179,6 +181,8 @@ class Generator:
         return self._prefill(params, idx, cache)
 
     def decode(self, params: Any, token: np.ndarray, cache: Any, pos: int) -> tuple[np.ndarray, Any]:
+        if not 0 <= pos < self.max_len:  # the compiled step would silently write nowhere
+            raise tc.TensorcError(f"decode position {pos} is outside the KV cache (max_len {self.max_len})")
         return self._decode(params, token, cache, np.asarray(pos, np.int64))
 
 

@@ -58,7 +58,11 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 def save_checkpoint(directory: str | os.PathLike, params: Any, opt_state: Any = None, step: int = 0,
                     rng_key: Any = None, config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint into ``directory`` atomically; returns the file path."""
+    """Write a checkpoint into ``directory`` atomically; returns the file path.
+
+    One process writes a directory at a time: temporary files that a killed
+    writer left behind are removed first.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, np.ndarray] = {}
@@ -72,16 +76,23 @@ def save_checkpoint(directory: str | os.PathLike, params: Any, opt_state: Any = 
     metadata = {"format": "tensorc-checkpoint", "version": str(FORMAT_VERSION), "step": str(int(step)),
                 "config": json.dumps(config or {}, sort_keys=True), "extra": json.dumps(extra or {}, sort_keys=True)}
     final = directory / FILENAME
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
-    os.close(fd)
+    # One writer per directory: temporary files left by a writer that was killed are garbage.
+    for stale in directory.glob(".checkpoint-*.tmp"):
+        stale.unlink(missing_ok=True)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
         _fsync_directory(directory)  # make the rename itself durable
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
     return final
 

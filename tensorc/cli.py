@@ -132,18 +132,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_overrides(items: Sequence[str], defaults: dict[str, Any], model: str = "model") -> dict[str, Any]:
+    """``["n_layer=1", "dropout=0.1"]`` -> ``{"n_layer": 1, "dropout": 0.1}``, each value parsed as the
+    type of its entry in ``defaults`` (the preset's config); unknown keys are an error."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or not key or not text:
+            raise TensorcError(f"bad --override {item!r}: expected KEY=VALUE, e.g. n_layer=1")
+        if key not in defaults or key == "vocab_size":  # the vocabulary comes from the tokenizer
+            settable = ", ".join(k for k in defaults if k != "vocab_size")
+            raise TensorcError(f"--override {item!r}: {model} has no config key {key!r} to set; keys: {settable}")
+        kind = type(defaults[key])
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                value: Any = text.lower() in ("true", "1")
+            else:
+                value = kind(text)  # int("0.5") fails: an int key takes an int
+        except ValueError:
+            raise TensorcError(f"--override {item!r}: {key} expects {kind.__name__}, got {text!r}") from None
+        out[key] = value
+    return out
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainSettings, find_recipe, train
 
     recipe = find_recipe(args.model)
     if args.preset not in recipe.presets:
         raise TensorcError(f"{args.model} has no preset {args.preset!r}; presets: {', '.join(recipe.presets)}")
+    overrides = parse_overrides(args.override, recipe.config_for(args.preset, 1), args.model)
     out = args.out or f"runs/{args.model}"
     settings = TrainSettings(
         preset=args.preset, data=args.data, steps=args.steps, out=out, resume=args.resume, target=args.target,
         batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, eval_every=args.eval_every, seed=args.seed,
         time_budget=args.minutes * 60 if args.minutes else None, sample_tokens=args.sample_tokens,
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress, overrides=overrides,
     )
     result = train(recipe, settings)
     return 130 if result.interrupted else 0
@@ -205,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=1337)
     t.add_argument("--sample-tokens", type=int, default=300, help="length of the sample printed at the end (0: none)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one field of the preset's model config, e.g. n_layer=1 (repeat for each)")
     t.set_defaults(func=_cmd_train)
     g = sub.add_parser("generate", help="sample text from a trained checkpoint")
     g.add_argument("--checkpoint", required=True, help="a run directory or its last/ checkpoint")

@@ -31,9 +31,9 @@ def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | N
         if top_k < v:
             kth = np.sort(x, axis=-1)[..., -top_k][..., None]
             x = np.where(x < kth, -np.inf, x)
-    if top_p is not None:
-        if not 0.0 < top_p <= 1.0:
-            raise TensorcError(f"top_p must be in (0, 1], got {top_p}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise TensorcError(f"top_p must be in (0, 1], got {top_p}")
+    if top_p is not None and top_p < 1.0:  # 1.0 keeps everything (a rounded cumsum could drop tiny tails)
         order = np.argsort(-x, axis=-1, kind="stable")
         sorted_x = np.take_along_axis(x, order, -1)
         probs = np.exp(sorted_x - sorted_x[..., :1])
@@ -53,14 +53,15 @@ def sample_next(logits: np.ndarray, temperature: float = 1.0, top_k: int | None 
     logits = np.asarray(logits)
     if logits.ndim != 1:
         raise TensorcError(f"sample_next takes one vector of logits, got shape {logits.shape}")
-    if temperature < 0:
-        raise TensorcError(f"temperature must be >= 0, got {temperature}")
+    if logits.size == 0:
+        raise TensorcError("sample_next: empty vector of logits")
+    if not 0 <= temperature < np.inf:
+        raise TensorcError(f"temperature must be finite and >= 0, got {temperature}")
     x = filter_logits(logits, top_k, top_p)
     if temperature == 0.0:
         return int(np.argmax(x))
-    z = x / temperature
-    z = z - z.max()
-    p = np.exp(z)
+    with np.errstate(over="ignore"):  # shift first: x / tiny temperature would overflow to inf - inf
+        p = np.exp((x - x.max()) / temperature)  # a tiny temperature sends the rest to -inf: greedy
     p /= p.sum()
     rng = rng if rng is not None else np.random.default_rng()
     return int(rng.choice(len(p), p=p))

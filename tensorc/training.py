@@ -122,6 +122,18 @@ def _batch(tokens: np.ndarray, settings: TrainSettings, block: int, step: int, s
     return random_windows(tokens, settings.batch_size, block, rng=np.random.default_rng([settings.seed, salt, step]))
 
 
+def _read_metrics(path: Path, upto_step: int) -> list[dict[str, Any]]:
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # empty, or cut short by a kill
+            continue
+        if record.get("step", 0) <= upto_step:
+            records.append(record)
+    return records
+
+
 def _save_plot(metrics: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -200,7 +212,9 @@ def train(recipe: Recipe, settings: TrainSettings, log: Any = print) -> TrainRes
                file=sys.stderr)
     metrics: list[dict[str, Any]] = []
     if settings.resume and metrics_path.exists():
-        metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+        metrics = _read_metrics(metrics_path, upto_step=start)
+        # steps logged after the checkpoint (a kill between checkpoints) are trained again: drop their lines
+        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
     interrupted = False
     loss_value, val = math.nan, None
     trained = 0.0
@@ -219,11 +233,12 @@ def train(recipe: Recipe, settings: TrainSettings, log: Any = print) -> TrainRes
                 x, y = _batch(train_ids, settings, block, step)
                 key = tcrandom.fold_in(dropout_key, step)
                 t0 = time.perf_counter()
-                loss, norm, params, opt_state = step_fn(params, opt_state, x, y, key)
+                loss, norm, new_params, new_opt_state = step_fn(params, opt_state, x, y, key)
+                # one statement: a Ctrl-C/SIGTERM cannot land between the update and the step count it checkpoints
+                params, opt_state, step = new_params, new_opt_state, step + 1
                 loss_value = float(loss)
                 dt = time.perf_counter() - t0
                 trained += dt
-                step += 1
                 record: dict[str, Any] = {"step": step, "loss": loss_value, "grad_norm": float(norm),
                                           "lr": float(schedule(np.float32(step - 1))), "tokens_per_s": x.size / dt,
                                           "train_seconds": trained}
