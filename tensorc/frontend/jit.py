@@ -22,6 +22,7 @@ from ..errors import CompileError, DTypeError, TensorcError
 from ..ir import dtypes
 from ..ir.dtypes import type_str
 from ..ir.node import Graph
+from ..schedule.lowered import ScheduledLowering
 from . import pytree
 from .tensor import Tensor
 from .tracing import current_trace, is_traced, trace_scope
@@ -55,11 +56,13 @@ class Signature:
     treedef: pytree.TreeDef
     paths: tuple[str, ...] = field(compare=False)  # for messages only: derived from treedef and names
     leaves: tuple[Any, ...] = ()
+    arg_names: tuple[str, ...] = field(default=(), compare=False)
 
     @staticmethod
     def of(args: tuple[Any, ...], kwargs: dict[str, Any], arg_names: Sequence[str] = ()) -> Signature:
         with_path, treedef = pytree.flatten_with_path((args, kwargs))
-        return Signature(treedef, tuple(_pretty_path(p, arg_names) for p, _ in with_path), tuple(_leaf_sig(v) for _, v in with_path))
+        return Signature(treedef, tuple(_pretty_path(p, arg_names) for p, _ in with_path), tuple(_leaf_sig(v) for _, v in with_path),
+                         tuple(arg_names))
 
     def describe(self, i: int) -> str:
         kind, a, b = self.leaves[i]
@@ -68,11 +71,30 @@ class Signature:
     def diff(self, other: Signature) -> str:
         """Why ``other`` differs from this one, in words."""
         if self.treedef != other.treedef:
-            return f"argument structure changed: {self.treedef} -> {other.treedef}"
+            path, a, b = _first_tree_difference(self.treedef, other.treedef)
+            where = {"": "arguments", "[0]": "positional arguments", "[1]": "keyword arguments"}.get(path) or _pretty_path(path, self.arg_names)
+            return f"argument structure changed: {where}: {_tree_str(a)} -> {_tree_str(b)}"
         for i, (a, b) in enumerate(zip(self.leaves, other.leaves)):
             if a != b:
                 return f"{self.paths[i]}: {self.describe(i)} -> {other.describe(i)}"
         return "no difference"
+
+
+def _first_tree_difference(a: pytree.TreeDef, b: pytree.TreeDef, path: str = "") -> tuple[str, pytree.TreeDef, pytree.TreeDef]:
+    """The path (as pytree labels it) of the outermost place two structures differ, and each side there."""
+    if a.kind != b.kind or a.aux != b.aux or len(a.children) != len(b.children):
+        return path, a, b
+    for i, (ca, cb) in enumerate(zip(a.children, b.children)):
+        if ca != cb:
+            label = f"[{a.aux[i]!r}]" if a.kind == "dict" else f".{a.aux[0]._fields[i]}" if a.kind == "namedtuple" else f"[{i}]"
+            return _first_tree_difference(ca, cb, path + label)
+    return path, a, b
+
+
+def _tree_str(td: pytree.TreeDef) -> str:
+    if td.kind == "custom" and td.aux[0] is _Static:  # a static_argnums argument: show its value
+        return f"static {td.aux[1]!r}"
+    return str(td)
 
 
 def _pretty_path(path: str, arg_names: Sequence[str] = ()) -> str:
@@ -104,7 +126,7 @@ def _arg_names(fn: Callable[..., Any]) -> list[str]:
     return names
 
 
-class Lowered:
+class Lowered(ScheduledLowering):
     """A traced function: its Graph, and how arguments/results map onto it."""
 
     def __init__(self, fn_name: str, graph: Graph, signature: Signature, array_positions: list[int], out_tree: pytree.TreeDef) -> None:
@@ -130,13 +152,19 @@ class Lowered:
         target = target or config.get("target")
         t0 = time.perf_counter()
         if target == "reference":
-            from ..backends.reference import ReferenceExecutable
+            from ..backends.reference import ScheduledExecutable
 
-            exe = ReferenceExecutable(self.optimized)
+            self.optimized  # noqa: B018  (runs the passes, timed apart from scheduling)
+            t_passes = time.perf_counter()
+            exe = ScheduledExecutable(self.schedule)
         else:
             raise CompileError(f"unknown or not yet available target {target!r}; available: 'reference'")
         if config.get("debug") >= 1:
-            log.warning("tensorc: compiled %s for %s in %.1f ms", self.name, target, 1e3 * (time.perf_counter() - t0))
+            from ..schedule.report import log_schedule
+
+            t_end = time.perf_counter()
+            log_schedule(self.schedule, self.name, target, {"passes": t_passes - t0, "schedule": t_end - t_passes,
+                                                            "total": t_end - t0}, config.get("debug"))
         return Compiled(self, exe)
 
     def as_text(self) -> str:
@@ -154,7 +182,11 @@ class Compiled:
         self.executable = executable
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        sig = Signature.of(args, kwargs)
+        # Arguments compiled as static_argnums are wrapped as Jitted wraps them, so they compare equal.
+        arg_defs = self.lowered.signature.treedef.children[0].children
+        args = tuple(_Static(a) if i < len(arg_defs) and arg_defs[i].kind == "custom" and arg_defs[i].aux[0] is _Static else a
+                     for i, a in enumerate(args))
+        sig = Signature.of(args, kwargs, self.lowered.signature.arg_names)
         if sig != self.lowered.signature:
             raise TensorcError(
                 f"{self.lowered.name} was compiled for different arguments: {self.lowered.signature.diff(sig)}\n"
@@ -203,10 +235,12 @@ def trace_to_graph(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
 class Jitted:
     """A function compiled on first call for each argument signature."""
 
-    def __init__(self, fn: Callable[..., Any], static_argnums: Sequence[int] = (), target: str | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], static_argnums: Sequence[int] = (), target: str | None = None,
+                 arg_roles: dict[str, str] | None = None) -> None:
         self.fn = fn
         self.static_argnums = tuple(static_argnums)
         self.target = target
+        self.arg_roles = arg_roles
         self.name = getattr(fn, "__name__", "fn")
         self._cache: dict[tuple[Signature, str], Compiled] = {}
         self._last: Signature | None = None
@@ -231,7 +265,9 @@ class Jitted:
             from ..ir.verifier import verify
 
             verify(graph)
-        return Lowered(self.name, graph, sig, positions, out_tree)
+        lowered = Lowered(self.name, graph, sig, positions, out_tree)
+        lowered.arg_roles, lowered.source_fn = self.arg_roles, self.fn
+        return lowered
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if current_trace() is not None or any(is_traced(x) for x in pytree.flatten((args, kwargs))[0]):
@@ -265,8 +301,13 @@ class _Static:
 pytree.register_pytree_node(_Static, lambda s: ([], s.value), lambda aux, _: _Static(aux))
 
 
-def jit(fn: Callable[..., Any] | None = None, *, static_argnums: Sequence[int] | int = (), target: str | None = None) -> Any:
+def jit(fn: Callable[..., Any] | None = None, *, static_argnums: Sequence[int] | int = (), target: str | None = None,
+        arg_roles: dict[str, str] | None = None) -> Any:
     """Compile ``fn`` on first call per argument signature.
+
+    ``arg_roles`` names what array arguments are for the buffer plan and the
+    report (``{"w": "parameter", "m": "optimizer_state"}``); by default an
+    argument called ``params`` holds parameters and ``opt_state`` optimizer state.
 
     >>> import numpy as np, tensorc as tc
     >>> f = tc.jit(lambda x: (x * 2).sum())
@@ -279,5 +320,5 @@ def jit(fn: Callable[..., Any] | None = None, *, static_argnums: Sequence[int] |
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
     if fn is None:
-        return lambda f: Jitted(f, static_argnums, target)
-    return Jitted(fn, static_argnums, target)
+        return lambda f: Jitted(f, static_argnums, target, arg_roles)
+    return Jitted(fn, static_argnums, target, arg_roles)

@@ -134,7 +134,7 @@ def tril(x: Tensor, diagonal: int = 0) -> Tensor:
     x = as_tensor(x)
     r, c = x.shape[-2:]
     keep = le(iota((r, c), 1), add(iota((r, c), 0), diagonal))
-    return where(keep, x, 0)
+    return where(keep, x, full((), 0, x.dtype))  # a zero of x's dtype: a weak 0 would make bool x int64
 
 
 def triu(x: Tensor, diagonal: int = 0) -> Tensor:
@@ -142,7 +142,7 @@ def triu(x: Tensor, diagonal: int = 0) -> Tensor:
     x = as_tensor(x)
     r, c = x.shape[-2:]
     keep = ge(iota((r, c), 1), add(iota((r, c), 0), diagonal))
-    return where(keep, x, 0)
+    return where(keep, x, full((), 0, x.dtype))  # a zero of x's dtype: a weak 0 would make bool x int64
 
 
 # ----------------------------------------------------------------------------- argument helpers
@@ -166,22 +166,23 @@ def _shape_arg(shape: Any) -> tuple[int, ...]:
     return out
 
 
-def _axis(axis: int, ndim: int, op: str) -> int:
+def _axis(axis: int, ndim: int, op: str, types: Sequence[Any] = ()) -> int:
+    """``axis`` normalized to ``[0, ndim)``; ``types`` are the operands an error names."""
     if not isinstance(axis, (int, np.integer)):
         raise TensorcError(f"{op}: axis must be an int, got {axis!r}")
     if not -ndim <= axis < _py_max(ndim, 1) or (ndim == 0 and axis not in (0, -1)):
-        raise op_error(ShapeError, op, [], f"axis {axis} is out of range for a tensor of rank {ndim}")
+        raise op_error(ShapeError, op, types, f"axis {axis} is out of range for a tensor of rank {ndim}")
     return int(axis) % _py_max(ndim, 1)
 
 
-def _axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
+def _axes(axis: Any, ndim: int, op: str, types: Sequence[Any] = ()) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, (int, np.integer)):
         axis = (axis,)
-    out = sorted(_axis(a, ndim, op) for a in axis)
+    out = sorted(_axis(a, ndim, op, types) for a in axis)
     if len(set(out)) != len(out):
-        raise op_error(ShapeError, op, [], f"repeated axis in {tuple(axis)}")
+        raise op_error(ShapeError, op, types, f"repeated axis in {tuple(axis)}")
     return tuple(out)
 
 
@@ -403,7 +404,7 @@ def _reduce_args(x: Any, axis: Any, keepdims: bool, dim: Any, keepdim: bool | No
         axis = dim
     if keepdim is not None:
         keepdims = keepdim
-    return x, _axes(axis, x.ndim, op), keepdims
+    return x, _axes(axis, x.ndim, op, [(x.shape, x.dtype)]), keepdims
 
 
 def _keep(y: Tensor, x_shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Tensor:
@@ -473,7 +474,7 @@ def _arg_extreme(x: Any, axis: Any, keepdims: bool, dim: Any, keepdim: bool | No
         flat = reshape(x0, (-1,))
         return _arg_extreme(flat, 0, False, None, None, op, largest) if not keepdims else reshape(
             _arg_extreme(flat, 0, False, None, None, op, largest), (1,) * x0.ndim)
-    ax = _axis(axis, x0.ndim, op)
+    ax = _axis(axis, x0.ndim, op, [(x0.shape, x0.dtype)])
     n = x0.shape[ax]
     if n == 0:
         raise op_error(ShapeError, op, [(x0.shape, x0.dtype)], f"{op} over an empty axis")
@@ -496,7 +497,7 @@ def argmin(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
 def logsumexp(x: Any, axis: Any = -1, keepdims: bool = False) -> Tensor:
     """``log(sum(exp(x)))`` computed stably (the max is subtracted first)."""
     x = as_tensor(x)
-    axes = _axes(axis, x.ndim, "logsumexp")
+    axes = _axes(axis, x.ndim, "logsumexp", [(x.shape, x.dtype)])
     m = max(x, axes, keepdims=True)
     m = where(eq(m, float("-inf")), 0.0, m)  # all -inf rows stay -inf, not NaN
     out = add(log(sum(exp(sub(x, m)), axes, keepdims=True)), m)
@@ -545,7 +546,7 @@ def permute(x: Any, *dims: Any) -> Tensor:
     dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
     if len(dims) != x.ndim:
         raise op_error(ShapeError, "permute", [(x.shape, x.dtype)], f"dims {dims} do not match rank {x.ndim}")
-    norm = tuple(_axis(d, x.ndim, "permute") for d in dims)
+    norm = tuple(_axis(d, x.ndim, "permute", [(x.shape, x.dtype)]) for d in dims)
     if norm == tuple(range(x.ndim)):
         return x
     return apply("permute", [x], {"dims": norm})
@@ -554,7 +555,7 @@ def permute(x: Any, *dims: Any) -> Tensor:
 def transpose(x: Any, dim0: int = -2, dim1: int = -1) -> Tensor:
     """Swap two axes (PyTorch's ``transpose(dim0, dim1)``)."""
     x = as_tensor(x)
-    a, b = _axis(dim0, x.ndim, "transpose"), _axis(dim1, x.ndim, "transpose")
+    a, b = _axis(dim0, x.ndim, "transpose", [(x.shape, x.dtype)]), _axis(dim1, x.ndim, "transpose", [(x.shape, x.dtype)])
     dims = list(range(x.ndim))
     dims[a], dims[b] = dims[b], dims[a]
     return permute(x, *dims)
@@ -571,14 +572,14 @@ def expand(x: Any, *shape: Any) -> Tensor:
 
 def squeeze(x: Any, dim: Any = None) -> Tensor:
     x = as_tensor(x)
-    axes = _axes(dim, x.ndim, "squeeze") if dim is not None else tuple(i for i, s in enumerate(x.shape) if s == 1)
+    axes = _axes(dim, x.ndim, "squeeze", [(x.shape, x.dtype)]) if dim is not None else tuple(i for i, s in enumerate(x.shape) if s == 1)
     axes = tuple(a for a in axes if x.shape[a] == 1)
     return reshape(x, tuple(s for i, s in enumerate(x.shape) if i not in axes))
 
 
 def unsqueeze(x: Any, dim: int) -> Tensor:
     x = as_tensor(x)
-    d = _axis(dim, x.ndim + 1, "unsqueeze")
+    d = _axis(dim, x.ndim + 1, "unsqueeze", [(x.shape, x.dtype)])
     return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
 
 
@@ -586,7 +587,7 @@ def flatten(x: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     x = as_tensor(x)
     if x.ndim == 0:
         return reshape(x, (1,))
-    a, b = _axis(start_dim, x.ndim, "flatten"), _axis(end_dim, x.ndim, "flatten")
+    a, b = _axis(start_dim, x.ndim, "flatten", [(x.shape, x.dtype)]), _axis(end_dim, x.ndim, "flatten", [(x.shape, x.dtype)])
     return reshape(x, x.shape[:a] + (math.prod(x.shape[a:b + 1]),) + x.shape[b + 1:])
 
 
@@ -601,7 +602,7 @@ def concat(xs: Sequence[Any], axis: int = 0, *, dim: int | None = None) -> Tenso
     for t in ts[1:]:
         dt = dtypes.promote(dt, t.dtype)
     ts = [cast(t, dt) for t in ts]
-    ax = _axis(axis, ts[0].ndim, "concat")
+    ax = _axis(axis, ts[0].ndim, "concat", [(t.shape, t.dtype) for t in ts])
     if len(ts) == 1:
         return ts[0]
     return apply("concat", ts, {"axis": ax})
@@ -620,7 +621,7 @@ def stack(xs: Sequence[Any], axis: int = 0, *, dim: int | None = None) -> Tensor
     shapes = {t.shape for t in ts}
     if len(shapes) != 1:
         raise op_error(ShapeError, "stack", [(t.shape, t.dtype) for t in ts], "all tensors must have one shape")
-    ax = _axis(axis, ts[0].ndim + 1, "stack")
+    ax = _axis(axis, ts[0].ndim + 1, "stack", [(t.shape, t.dtype) for t in ts])
     return concat([unsqueeze(t, ax) for t in ts], ax)
 
 
@@ -650,7 +651,7 @@ def _slice(x: Tensor, starts: Sequence[int], stops: Sequence[int], steps: Sequen
 def flip(x: Any, dims: Any) -> Tensor:
     """Reverse the order of elements along ``dims``."""
     x = as_tensor(x)
-    for d in _axes(dims, x.ndim, "flip"):
+    for d in _axes(dims, x.ndim, "flip", [(x.shape, x.dtype)]):
         n = x.shape[d]
         rev = add(mul(iota((n,), 0), -1), n - 1)
         x = gather(x, rev, d)
@@ -660,7 +661,7 @@ def flip(x: Any, dims: Any) -> Tensor:
 def split(x: Any, split_size_or_sections: Any, dim: int = 0) -> list[Tensor]:
     """Split into chunks of ``split_size`` (an int) or of the listed sizes."""
     x = as_tensor(x)
-    d = _axis(dim, x.ndim, "split")
+    d = _axis(dim, x.ndim, "split", [(x.shape, x.dtype)])
     n = x.shape[d]
     if isinstance(split_size_or_sections, int):
         if split_size_or_sections <= 0:
@@ -684,7 +685,7 @@ def split(x: Any, split_size_or_sections: Any, dim: int = 0) -> list[Tensor]:
 
 def chunk(x: Any, chunks: int, dim: int = 0) -> list[Tensor]:
     x = as_tensor(x)
-    n = x.shape[_axis(dim, x.ndim, "chunk")]
+    n = x.shape[_axis(dim, x.ndim, "chunk", [(x.shape, x.dtype)])]
     return split(x, _py_max(1, -(-n // chunks)), dim)
 
 
@@ -724,7 +725,7 @@ def gather(x: Any, index: Any, axis: int = 0) -> Tensor:
     """``np.take(x, index, axis)``: pick slices of ``x`` by integer ``index``.
     Indices are bounds-checked when the program runs."""
     x, idx = as_tensor(x), as_tensor(index)
-    return apply("gather", [x, idx], {"axis": _axis(axis, x.ndim, "gather")})
+    return apply("gather", [x, idx], {"axis": _axis(axis, x.ndim, "gather", [(x.shape, x.dtype), (idx.shape, idx.dtype)])})
 
 
 take = gather
@@ -733,7 +734,7 @@ take = gather
 def scatter_add(x: Any, index: Any, updates: Any, axis: int = 0) -> Tensor:
     """``x`` plus ``updates`` added at ``index`` along ``axis``; repeated indices accumulate."""
     x, idx, upd = as_tensor(x), as_tensor(index), as_tensor(updates)
-    return apply("scatter_add", [x, idx, cast(upd, x.dtype)], {"axis": _axis(axis, x.ndim, "scatter_add")})
+    return apply("scatter_add", [x, idx, cast(upd, x.dtype)], {"axis": _axis(axis, x.ndim, "scatter_add", [(x.shape, x.dtype)])})
 
 
 def one_hot(index: Any, num_classes: int, dtype: Any = "float32") -> Tensor:

@@ -29,6 +29,7 @@ import numpy as np
 from . import dtypes
 from .dtypes import DType
 from .node import Attrs, Node
+from .ops import matmul_ref
 from .registry import OpDef, check, check_dtype, register
 
 Type = tuple[Any, Any]
@@ -195,7 +196,7 @@ def _attn_infer(types: list[Type], attrs: Attrs) -> Type:
 
 def _attn_scores(ctx: Any, q: np.ndarray, k: np.ndarray, mask: Any, sd: Any) -> np.ndarray:
     a = ctx.node.attrs
-    s = np.matmul(q.astype(sd), np.swapaxes(k.astype(sd), -1, -2)) * sd.type(a["scale"])
+    s = matmul_ref(q.astype(sd), np.swapaxes(k.astype(sd), -1, -2)) * sd.type(a["scale"])
     L, S = s.shape[-2:]
     if a["causal"]:
         s = np.where(np.tril(np.ones((L, S), bool)), s, -np.inf)
@@ -216,7 +217,7 @@ def _attn_ref(ctx: Any, q: np.ndarray, k: np.ndarray, v: np.ndarray, *mask: np.n
     s = _attn_scores(ctx, q, k, mask[0] if mask else None, sd)
     lse = _row_lse(s)
     p = _attn_probs(s, lse)
-    return np.matmul(p, v.astype(sd)).astype(q.dtype), lse
+    return matmul_ref(p, v.astype(sd)).astype(q.dtype), lse
 
 
 def _attn_bwd_infer(types: list[Type], attrs: Attrs) -> Type:
@@ -237,12 +238,12 @@ def _attn_bwd_ref(ctx: Any, do: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.
     s = _attn_scores(ctx, q, k, mask[0] if mask else None, sd)
     p = _attn_probs(s, lse)
     dof = do.astype(sd)
-    dv = np.matmul(np.swapaxes(p, -1, -2), dof)
-    dp = np.matmul(dof, np.swapaxes(v.astype(sd), -1, -2))
+    dv = matmul_ref(np.swapaxes(p, -1, -2), dof)
+    dp = matmul_ref(dof, np.swapaxes(v.astype(sd), -1, -2))
     delta = (dof * o.astype(sd)).sum(-1, keepdims=True)
     ds = p * (dp - delta)
-    dq = np.matmul(ds, k.astype(sd)) * scale
-    dk = np.matmul(np.swapaxes(ds, -1, -2), q.astype(sd)) * scale
+    dq = matmul_ref(ds, k.astype(sd)) * scale
+    dk = matmul_ref(np.swapaxes(ds, -1, -2), q.astype(sd)) * scale
     out = [dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)]
     if ctx.node.attrs["mask_kind"] == "add":
         out.append(ds.astype(mask[0].dtype))

@@ -265,7 +265,23 @@ def _matmul_infer(types: list[Type], attrs: Attrs) -> Type:
     return tuple(sa[:-1]) + (sb[-1],), da
 
 
-register(OpDef("matmul", "matmul", _matmul_infer, lambda ctx, a, b: np.matmul(a, b), symbol="@"))
+def _broadcast_batch(x: np.ndarray) -> bool:
+    # An empty array has all-zero strides without being broadcast (and reshape(-1, 0) is ambiguous).
+    return x.ndim > 2 and x.size > 0 and all(s == 0 for s in x.strides[:-2])
+
+
+def matmul_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.matmul, fed so that it reaches BLAS: numpy takes a slow loop for
+    stride-0 (expanded) or oddly strided operands, and a weight broadcast over
+    the batch is one big GEMM, not one per batch element."""
+    if _broadcast_batch(b) and not _broadcast_batch(a):
+        rows = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+        out = rows @ np.ascontiguousarray(b[(0,) * (b.ndim - 2)])
+        return out.reshape(a.shape[:-1] + (b.shape[-1],))
+    return np.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
+
+
+register(OpDef("matmul", "matmul", _matmul_infer, lambda ctx, a, b: matmul_ref(a, b), symbol="@"))
 
 # ----------------------------------------------------------------------------- gather / scatter
 

@@ -400,6 +400,8 @@ def match_softmax_xent(node: Node, users: dict[int, int]) -> Match | None:
     if x is None:
         return None
     t = row_t.inputs[0] if row_t.op == "reshape" else row_t  # targets flattened to rows
+    if t.op == "gather" and t.inputs[0].op == "iota" and t.inputs[0].shape == (x.shape[-1],):
+        t = t.inputs[1]  # iota(C)[t] is t, bounds-checked; the fused op checks bounds itself
     ignore = None
     if valid is not None:
         if t.op != "where" or t.inputs[0] != valid or scalar(t.inputs[2]) != 0 or valid.op != "ne":
