@@ -28,7 +28,8 @@ def _attr_str(k: str, v: object, subgraphs: dict[int, str], pending: list[Graph]
     return f"{k}={v}"
 
 
-def _format_one(graph: Graph, title: str, subgraphs: dict[int, str], pending: list[Graph]) -> list[str]:
+def value_names(graph: Graph) -> dict[int, str]:
+    """The name of every value as printed: ``%x`` for an input named x, ``%0``, ``%1``, ... for the rest."""
     names: dict[int, str] = {}
     used: set[str] = set()
     for i, p in enumerate(graph.inputs):
@@ -38,17 +39,22 @@ def _format_one(graph: Graph, title: str, subgraphs: dict[int, str], pending: li
             cand = f"arg{i}"
         used.add(cand)
         names[id(p)] = "%" + cand
-    rows: list[tuple[str, str, str]] = []
     counter = 0
+    for node in graph.nodes:
+        if id(node) not in names:
+            names[id(node)] = f"%{counter}"
+            counter += 1
+    return names
+
+
+def _format_one(graph: Graph, title: str, subgraphs: dict[int, str], pending: list[Graph]) -> list[str]:
+    names = value_names(graph)
+    rows: list[tuple[str, str, str]] = []
     input_ids = {id(p) for p in graph.inputs}
     for node in graph.nodes:
         if id(node) in input_ids:
             continue
-        if node.op == "param":  # a param that is not a graph input: a verifier error, but print it
-            names[id(node)] = f"%?{node.attrs.get('name', '')}"
-        name = f"%{counter}"
-        counter += 1
-        names[id(node)] = name
+        name = names[id(node)]
         attrs = ", ".join(_attr_str(k, v, subgraphs, pending) for k, v in node.attrs.items())
         operands = ", ".join(names.get(id(i), "%?") for i in node.inputs)
         text = f"{name} = {node.op}"

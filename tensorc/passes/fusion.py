@@ -231,6 +231,16 @@ def _is_causal(allowed: np.ndarray) -> bool:
     return bool(np.array_equal(np.broadcast_to(allowed, allowed.shape), np.broadcast_to(np.tril(np.ones((L, S), bool)), allowed.shape)))
 
 
+def _constant_at_shape(node: Node) -> np.ndarray:
+    """A constant seen through expands and unit-axis reshapes, at ``node``'s shape: the
+    broadcast is replayed on the small value (a (B, 1, 1, S) padding mask keeps its axes)."""
+    if node.op == "expand":
+        return np.broadcast_to(_constant_at_shape(node.inputs[0]), node.shape)
+    if node.op == "reshape" and through_broadcast(node) is not node:
+        return _constant_at_shape(node.inputs[0]).reshape(node.shape)
+    return np.asarray(constant_value(node)).reshape(node.shape)
+
+
 def attention_parts(s: Node) -> dict[str, Any] | None:
     """Split softmax scores into q, k, scale and the mask."""
     parts: dict[str, Any] = {"mask_kind": "none", "mask": None, "causal": False}
@@ -241,10 +251,7 @@ def attention_parts(s: Node) -> dict[str, Any] | None:
         if fv is None or fv > -1e4:
             return None
         if ancestors_are_constant(allowed):
-            value = np.broadcast_to(constant_value(through_broadcast(allowed)).reshape(
-                through_broadcast(allowed).shape), allowed.shape) if through_broadcast(allowed).ndim <= allowed.ndim else None
-            if value is None:
-                return None
+            value = _constant_at_shape(allowed)
             if fv != float("-inf") and not value.any(axis=-1).all():
                 return None  # a finite fill makes fully masked rows uniform, not zero: not ours
             if _is_causal(value):
@@ -265,7 +272,7 @@ def attention_parts(s: Node) -> dict[str, Any] | None:
             if m.dtype != a.dtype or parts["mask_kind"] != "none" or parts["causal"]:
                 return None
             if ancestors_are_constant(m):
-                v = np.broadcast_to(constant_value(through_broadcast(m)).reshape(through_broadcast(m).shape), m.shape)
+                v = _constant_at_shape(m)
                 L, S = m.shape[-2:]
                 tril = np.broadcast_to(np.tril(np.ones((L, S), bool)), m.shape)
                 if np.all(v[tril] == 0) and np.all(v[~tril] <= -1e4):

@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..ir.node import Graph, Node
+from ..ir.printer import value_names
 from .dataflow import Dataflow, Materialization, analyze, nbytes
 from .kernel import Kernel, bytes_read, exec_nodes, kernel_flops, pattern_name
 from .legality import Load, materialized_ids
@@ -78,26 +78,6 @@ class Schedule:
         return f"<Schedule {self.graph.name}: {len(self.kernels)} kernels, {len(self.buffers)} buffers>"
 
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def value_names(graph: Graph) -> dict[int, str]:
-    """The names the IR printer gives values (``%x`` for inputs, ``%0``, ``%1``, ... for the rest)."""
-    names: dict[int, str] = {}
-    used: set[str] = set()
-    for i, p in enumerate(graph.inputs):
-        raw = str(p.attrs.get("name", "") or "")
-        cand = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", raw)).strip("_") or f"arg{i}"
-        if not _IDENT.fullmatch(cand) or cand in used:
-            cand = f"arg{i}"
-        used.add(cand)
-        names[id(p)] = "%" + cand
-    counter = 0
-    for node in graph.nodes:
-        if id(node) not in names:
-            names[id(node)] = f"%{counter}"
-            counter += 1
-    return names
 
 
 def _output_ids(flow: Dataflow) -> set[int]:
