@@ -220,3 +220,65 @@ def test_pipeline_reports_fusion_and_keeps_results():
     assert [r.name for r in pm.history][:3] == ["simplify", "cse", "fuse_patterns"]
     assert any(n.op == "fused_attention" for n in opt.nodes)
     np.testing.assert_allclose(evaluate(opt, [Q, K, V])[0], evaluate(lowered.graph, [Q, K, V])[0], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- kernel and buffer counts (the must-shows)
+
+
+def _ln_vjp(x, w, b, dy):
+    y, back = tc.vjp(lambda x, w, b: F.layer_norm(x, x.shape[-1], w, b), x, w, b)
+    return y, back(dy)
+
+
+def _attn_vjp(q, k, v, do):
+    y, back = tc.vjp(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v)
+    return y, back(do)
+
+
+def test_layernorm_forward_is_one_kernel_and_forward_backward_at_most_three():
+    x = rng.standard_normal((64, 32)).astype(np.float32)
+    w, b = np.ones(32, np.float32), np.zeros(32, np.float32)
+    assert len(tc.jit(lambda x, w, b: F.layer_norm(x, 32, w, b)).lower(x, w, b).kernels) == 1
+    assert len(tc.jit(_ln_vjp).lower(x, w, b, x).kernels) <= 3
+    dy = rng.standard_normal((64, 32)).astype(np.float32)
+    weighted = tc.jit(tc.value_and_grad(lambda x, w, b: (F.layer_norm(x, 32, w, b) * dy).sum(), argnums=(0, 1, 2)))
+    assert len(weighted.lower(x, w, b).kernels) <= 3
+
+
+def test_softmax_forward_is_one_kernel():
+    x = rng.standard_normal((64, 32)).astype(np.float32)
+    assert len(tc.jit(lambda x: tc.softmax(x, -1)).lower(x).kernels) == 1
+
+
+def test_causal_attention_kernels_and_no_t_by_t_buffer():
+    b, h, t, d = 2, 3, 32, 8
+    q = rng.standard_normal((b, h, t, d)).astype(np.float32)
+    forward = tc.jit(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)).lower(q, q, q)
+    both = tc.jit(_attn_vjp).lower(q, q, q, q)
+    assert len(forward.kernels) == 1
+    assert len(both.kernels) <= 3
+    for lowered in (forward, both):
+        sizes = [int(np.prod(buf.shape)) for buf in lowered.buffers]
+        assert max(sizes) < b * h * t * t, sizes  # nothing of B*H*T*T elements is ever stored
+    summary = both.fusion_summary()
+    assert "fused_attention_bwd x1" in summary and "decomposed into primitives" in summary
+
+
+def test_cross_entropy_forward_backward_is_at_most_two_kernels():
+    logits = rng.standard_normal((64, 32)).astype(np.float32)
+    t = rng.integers(0, 32, 64)
+    lowered = tc.jit(tc.value_and_grad(lambda x, t: F.cross_entropy(x, t))).lower(logits, t)
+    assert len(lowered.kernels) <= 2
+    assert {k.pattern for k in lowered.kernels} == {"fused_softmax_xent", "fused_softmax_xent_bwd"}
+
+
+def test_gpt_block_report_shows_kernels_before_and_after_fusion():
+    p = _params(dtype=np.float32)
+    x = rng.standard_normal((2, 6, 8)).astype(np.float32)
+    t = rng.integers(0, 5, (2, 6))
+    lowered = tc.jit(tc.value_and_grad(_loss)).lower(p, x, t)
+    report = lowered.report()
+    assert "pattern fusion" in report and "decomposed into primitives" in report
+    with_fused = len(lowered.kernels)
+    plain = int(report.split("decomposed into primitives: ")[1].split(" kernels")[0])
+    assert with_fused < plain

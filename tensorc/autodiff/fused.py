@@ -217,3 +217,26 @@ for _name in ("fused_layernorm_bwd", "fused_softmax_xent_bwd", "fused_attention_
     REGISTRY[_name].vjp = vjp_via_decomposition
 
 __all__ = ["DECOMPOSITIONS", "vjp_via_decomposition"]
+
+
+def unfuse(graph: Graph) -> Graph:
+    """``graph`` with every fused node replaced by its decomposition into primitives.
+
+    The inverse of pattern fusion, up to spelling: used to measure what fusion
+    saved (the compile report's kernel count "without pattern fusion") and to
+    debug a fused program against plain primitives.
+    """
+    from ..frontend.tracing import replay
+
+    def expand_fused(node: Any, args: list[Any]) -> Any:
+        if node.op not in DECOMPOSITIONS:
+            return None
+        outs = DECOMPOSITIONS[node.op](node.attrs, *args)
+        return outs if node.is_tuple else outs[0]
+
+    with trace_scope(f"unfused_{graph.name}") as tr:
+        ins = [Tensor._traced(tr.new_param(p.shape, p.dtype, str(p.attrs.get("name", f"in{k}"))), tr)
+               for k, p in enumerate(graph.inputs)]
+        values = replay(graph, ins, on_node=expand_fused)
+        outs = [tr.lift(values[id(o)]) for o in graph.outputs]
+    return Graph(tr.params, outs, name=graph.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..ir.registry import REGISTRY
 from .kernel import Kernel
 from .memory import Buffer
 from .roles import argument_role, output_roles, primal_graph
@@ -46,10 +47,33 @@ class ScheduledLowering:
         return self.schedule.buffers
 
     def report(self) -> str:
-        """Kernels (ops, pattern, FLOPs, bytes, intensity), totals, memory by role, refused fusions."""
+        """Kernels (ops, pattern, FLOPs, bytes, intensity), totals, memory by role, refused fusions,
+        and what pattern fusion saved."""
         from .report import report
 
-        return report(self.schedule)
+        return report(self.schedule) + "\n\n" + self.fusion_summary()
+
+    def fusion_summary(self) -> str:
+        """The fused ops found, and the kernel count with and without them."""
+        from ..autodiff.fused import unfuse
+        from ..passes.simplify import cse, dce, simplify
+
+        lowered: Any = self
+        graph = lowered.optimized
+        fused = sorted({n.op for n in graph.nodes if REGISTRY[n.op].kind == "fused"})
+        if not fused:
+            return "pattern fusion\n  (no fused ops)"
+        counts = {op: sum(1 for n in graph.nodes if n.op == op) for op in fused}
+        plain = dce(cse(simplify(unfuse(graph))))
+        unfused = schedule_graph(plain)
+        lines = ["pattern fusion"]
+        lines += [f"  {op} x{n}" for op, n in counts.items()]
+        moved = sum(k.bytes for k in self.kernels)
+        moved_plain = sum(k.bytes for k in unfused.kernels)
+        lines.append(f"  with the fused ops: {len(self.kernels)} kernels, {moved:,} bytes moved, peak {self.schedule.plan.peak_bytes:,} B")
+        lines.append(f"  decomposed into primitives: {len(unfused.kernels)} kernels, {moved_plain:,} bytes moved, "
+                     f"peak {unfused.plan.peak_bytes:,} B")
+        return "\n".join(lines)
 
     def to_dot(self) -> str:
         """Graphviz DOT text of the graph with one cluster per kernel."""
