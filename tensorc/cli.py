@@ -52,6 +52,7 @@ def load_function(target: str) -> Callable[..., Any]:
         spec = importlib.util.spec_from_file_location(file.stem, file)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses and pickling look their module up there
         sys.path.insert(0, str(file.parent.resolve()))
         try:
             spec.loader.exec_module(module)
@@ -192,6 +193,43 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from .cli_compile import compile_to_directory, model_program
+
+    if ":" in Path(args.program).name:
+        fn = load_function(args.program)
+        inputs = _example_inputs(args.input, args.seed)
+        _check_arity(fn, inputs, args.program)
+        call_args: tuple = tuple(inputs.values())
+        name = args.program
+    else:
+        if args.input:
+            raise TensorcError("--input is for FILE.py:FUNCTION; a model file takes --preset (and --train)")
+        fn, call_args = model_program(args.program, args.preset, args.train, args.batch_size, args.vocab_size,
+                                      _raw_overrides(args.override))
+        name = f"{Path(args.program).stem} ({args.preset}{', train step' if args.train else ', loss'})"
+    print(compile_to_directory(fn, call_args, args.out, args.target, name))
+    return 0
+
+
+def _raw_overrides(items: Sequence[str]) -> dict:
+    """KEY=VALUE pairs with int, then float, then str values (the recipe checks the keys)."""
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise TensorcError(f"bad --override {item!r}: expected KEY=VALUE")
+        for kind in (int, float):
+            try:
+                out[key] = kind(text)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = text
+    return out
+
+
 def _cmd_version(args: argparse.Namespace) -> int:
     from . import __version__
 
@@ -244,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", default=None, help="stop at this token")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_cmd_generate)
+    c = sub.add_parser("compile", help="trace, optimize and schedule a program; write every stage to -o DIR")
+    c.add_argument("program", help="FILE.py:FUNCTION (with --input specs) or a model file such as models/gpt.py")
+    c.add_argument("--input", action="append", default=[], metavar="NAME:DTYPE[SHAPE]",
+                   help="an argument of FUNCTION, e.g. x:f32[8,128] (repeat for each)")
+    c.add_argument("--preset", default="tiny", help="model preset (model files)")
+    c.add_argument("--train", action="store_true", help="compile the whole training step, not just the loss")
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--vocab-size", type=int, default=65)
+    c.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="change one model config value")
+    c.add_argument("--target", default="reference", help="reference (llvm and cuda are not built yet)")
+    c.add_argument("-o", "--out", default=None, help="directory for the stages")
+    c.add_argument("--seed", type=int, default=0, help="seed for the random example inputs")
+    c.set_defaults(func=_cmd_compile)
     s = sub.add_parser("version", help="print the version")
     s.set_defaults(func=_cmd_version)
     return p
