@@ -11,7 +11,9 @@ Two forms:
 Written to ``-o DIR``: ``graph.txt`` (the traced IR), ``optimized.txt`` (after
 the passes), ``passes.txt`` (what each pass did), ``report.txt`` (kernels,
 fused patterns, FLOPs, bytes, peak memory by role, refused fusions),
-``kernels.txt`` (each kernel's ops and loads) and ``graph.dot``.
+``kernels.txt`` (each kernel's ops and loads), ``graph.dot`` and, for
+``--target llvm``, ``kernels.ll`` (the generated LLVM IR of the kernels that
+run natively; the rest still run on the reference backend).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 
 from .errors import CompileError, TensorcError
 
-NATIVE_TARGETS = {"llvm": "the LLVM CPU backend", "cuda": "the CUDA backend"}
+NATIVE_TARGETS = {"cuda": "the CUDA backend"}
 
 
 def _load_module(path: str) -> Any:
@@ -87,8 +89,8 @@ def compile_to_directory(fn: Any, args: tuple, out: str | None, target: str, nam
     if target in NATIVE_TARGETS:
         raise CompileError(f"--target {target}: {NATIVE_TARGETS[target]} is not built yet (an open issue); "
                            "use --target reference")
-    if target != "reference":
-        raise CompileError(f"unknown target {target!r}; targets: reference (llvm and cuda are open issues)")
+    if target not in ("reference", "llvm"):
+        raise CompileError(f"unknown target {target!r}; targets: reference, llvm (cuda is an open issue)")
     t0 = time.perf_counter()
     jitted = jit(fn, arg_roles={"params": "parameter", "opt_state": "optimizer_state"})
     lowered = jitted.lower(*args)
@@ -107,6 +109,9 @@ def compile_to_directory(fn: Any, args: tuple, out: str | None, target: str, nam
         (d / "report.txt").write_text(report + "\n")
         (d / "kernels.txt").write_text("\n\n".join(_kernel_text(k) for k in schedule.kernels) + "\n")
         (d / "graph.dot").write_text(lowered.to_dot())
+        if target == "llvm":
+            exe = lowered.compile("llvm").executable
+            (d / "kernels.ll").write_text(exe.ir_text)
     totals = schedule.plan
     summary = [
         f"{name}: {len(lowered.graph.nodes)} nodes traced, {len(optimized.nodes)} after passes, "
@@ -121,7 +126,8 @@ def compile_to_directory(fn: Any, args: tuple, out: str | None, target: str, nam
     fused = [line.strip() for line in lowered.fusion_summary().splitlines()[1:]]
     summary += ["  " + line for line in fused]
     if out:
-        summary.append(f"  wrote graph.txt, optimized.txt, passes.txt, report.txt, kernels.txt, graph.dot to {out}")
+        extra = ", kernels.ll (LLVM IR)" if target == "llvm" else ""
+        summary.append(f"  wrote graph.txt, optimized.txt, passes.txt, report.txt, kernels.txt, graph.dot{extra} to {out}")
     return "\n".join(summary)
 
 

@@ -157,8 +157,14 @@ class Lowered(ScheduledLowering):
             self.optimized  # noqa: B018  (runs the passes, timed apart from scheduling)
             t_passes = time.perf_counter()
             exe = ScheduledExecutable(self.schedule)
+        elif target == "llvm":
+            from ..backends.llvm import LLVMExecutable
+
+            self.optimized  # noqa: B018
+            t_passes = time.perf_counter()
+            exe = LLVMExecutable(self.schedule)
         else:
-            raise CompileError(f"unknown or not yet available target {target!r}; available: 'reference'")
+            raise CompileError(f"unknown or not yet available target {target!r}; available: 'reference', 'llvm'")
         if config.get("debug") >= 1:
             from ..schedule.report import log_schedule
 

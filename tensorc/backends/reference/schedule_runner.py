@@ -15,7 +15,7 @@ before any native backend runs it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,10 +25,34 @@ from .interpreter import evaluate_node
 
 if TYPE_CHECKING:
     from ...schedule import Schedule
+    from ...schedule.kernel import Kernel
 
 
-def run_schedule(schedule: Schedule, args: Sequence[Any]) -> list[np.ndarray]:
-    """Run ``schedule`` on ``args`` (one array per graph input); return the graph's outputs."""
+def run_kernel(schedule: Schedule, kernel: Kernel, stored: dict[int, Any]) -> None:
+    """Evaluate one kernel with the reference semantics, reading and filling ``stored``."""
+    local: dict[int, Any] = {}
+    for node in kernel.exec_nodes:
+        operands = []
+        for inp in node.inputs:
+            if id(inp) in local:
+                operands.append(local[id(inp)])
+            elif id(inp) in stored:
+                operands.append(stored[id(inp)])
+            elif inp.op == "const":  # an immediate of index math
+                operands.append(inp.attrs["value"].array)
+            else:
+                raise TensorcError(f"kernel {kernel.index} ({kernel.pattern}) reads {schedule.name(inp)}, which is neither "
+                                   "computed in it nor stored by an earlier kernel (scheduler bug)")
+        local[id(node)] = evaluate_node(node, operands)
+    for out in kernel.outputs:
+        stored[id(out)] = local[id(out)]
+
+
+def run_schedule(schedule: Schedule, args: Sequence[Any],
+                 kernel_runner: Callable[[Schedule, Kernel, dict[int, Any]], None] = run_kernel) -> list[np.ndarray]:
+    """Run ``schedule`` on ``args`` (one array per graph input); return the graph's outputs.
+
+    ``kernel_runner`` runs one kernel (a native backend passes its own, falling back to :func:`run_kernel`)."""
     graph = schedule.graph
     if len(args) != len(graph.inputs):
         raise TensorcError(f"graph {graph.name} takes {len(graph.inputs)} inputs, given {len(args)}")
@@ -46,22 +70,7 @@ def run_schedule(schedule: Schedule, args: Sequence[Any]) -> list[np.ndarray]:
         if b.producer is not None and b.last_use < len(schedule.kernels):
             dying.setdefault(b.last_use, []).append(id(b.node))
     for kernel in schedule.kernels:
-        local: dict[int, Any] = {}
-        for node in kernel.exec_nodes:
-            operands = []
-            for inp in node.inputs:
-                if id(inp) in local:
-                    operands.append(local[id(inp)])
-                elif id(inp) in stored:
-                    operands.append(stored[id(inp)])
-                elif inp.op == "const":  # an immediate of index math
-                    operands.append(inp.attrs["value"].array)
-                else:
-                    raise TensorcError(f"kernel {kernel.index} ({kernel.pattern}) reads {schedule.name(inp)}, which is neither "
-                                       "computed in it nor stored by an earlier kernel (scheduler bug)")
-            local[id(node)] = evaluate_node(node, operands)
-        for out in kernel.outputs:
-            stored[id(out)] = local[id(out)]
+        kernel_runner(schedule, kernel, stored)
         for key in dying.get(kernel.index, ()):
             stored.pop(key, None)
     results = []

@@ -1,0 +1,377 @@
+"""LLVM IR for a :class:`~tensorc.kernel.ir.LoopFunc`, built with llvmlite.
+
+Each kernel becomes ``<name>_impl(ptr noalias %b0, ...)`` (always inlined)
+and an entry ``<name>(ptr %table)`` that reads the buffer addresses from a
+table, so the runtime makes one ctypes call per kernel. Loops are plain
+counted loops; LLVM's vectorizer (O3, host CPU features) vectorizes the
+innermost one. ``sum`` reductions of floats carry ``reassoc`` so they
+vectorize too. float32 exp (so sigmoid and softmax) and tanh are polynomials that
+vectorize; log/sqrt/sin/cos/pow and float64 exp use LLVM intrinsics; erf
+and float64 tanh call libm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import llvmlite.ir as ir
+
+from ...ir import dtypes
+from ...ir.dtypes import DType
+from ...kernel.ir import (
+    AccInit,
+    AccRef,
+    Affine,
+    Binary,
+    Cast,
+    Const,
+    Expr,
+    Index,
+    LoadExpr,
+    Loop,
+    LoopFunc,
+    Reduce,
+    Stmt,
+    Store,
+    Unary,
+    Where,
+)
+
+I1, I8, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+_FCMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def value_type(dt: DType) -> ir.Type:
+    """The register type of ``dt`` (bool is i1)."""
+    if dt == dtypes.bool_:
+        return I1
+    if dt == dtypes.float32:
+        return ir.FloatType()
+    if dt == dtypes.float64:
+        return ir.DoubleType()
+    return ir.IntType(dt.itemsize * 8)
+
+
+def memory_type(dt: DType) -> ir.Type:
+    """The in-memory type of ``dt`` (bool is one byte, as numpy stores it)."""
+    return I8 if dt == dtypes.bool_ else value_type(dt)
+
+
+def _const(dt: DType, value: float | int | bool) -> ir.Constant:
+    if dt.is_float:
+        return ir.Constant(value_type(dt), float(value))
+    if dt == dtypes.bool_:
+        return ir.Constant(I1, int(bool(value)))
+    v = int(value)
+    return ir.Constant(value_type(dt), v & ((1 << (dt.itemsize * 8)) - 1) if dt == dtypes.uint32 else v)
+
+
+class FuncEmitter:
+    """Emits one loop nest into ``module``."""
+
+    def __init__(self, module: ir.Module, func: LoopFunc) -> None:
+        self.module, self.func = module, func
+        impl_ty = ir.FunctionType(VOID, [PTR] * len(func.buffers))
+        self.impl = ir.Function(module, impl_ty, name=f"{func.name}_impl")
+        self.impl.linkage = "internal"
+        self.impl.attributes.add("alwaysinline")
+        self.impl.attributes.add("nounwind")
+        for a in self.impl.args:
+            a.add_attribute("noalias")
+        entry = self.impl.append_basic_block("entry")
+        self.alloca_builder = ir.IRBuilder(entry)
+        body = self.impl.append_basic_block("body")
+        self.alloca_builder.branch(body)
+        self.alloca_builder.position_at_start(entry)
+        self.b = ir.IRBuilder(body)
+        self.vars: dict[str, ir.Value] = {}
+        self.accs: dict[str, tuple[ir.Value, DType]] = {}
+        self.cache: dict[int, ir.Value] = {}
+
+    def emit(self) -> None:
+        self.block(self.func.body)
+        self.b.ret_void()
+        wrapper = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), name=self.func.name)
+        wb = ir.IRBuilder(wrapper.append_basic_block("entry"))
+        table = wrapper.args[0]
+        ptrs = [wb.load(wb.gep(table, [ir.Constant(I64, i)], source_etype=PTR), typ=PTR) for i in range(len(self.func.buffers))]
+        wb.call(self.impl, ptrs)
+        wb.ret_void()
+
+    # ------------------------------------------------------------------ statements
+
+    def block(self, body: list[Stmt]) -> None:
+        for s in body:
+            self.cache = {}
+            if isinstance(s, Loop):
+                self.loop(s)
+            elif isinstance(s, AccInit):
+                ty = value_type(s.dtype)
+                slot = self.alloca_builder.alloca(ty)
+                slot.type = PTR
+                self.accs[s.name] = (slot, s.dtype)
+                if s.op == "sum":
+                    init = _const(s.dtype, 0)
+                elif s.dtype.is_float:
+                    init = ir.Constant(ty, float("-inf"))
+                else:
+                    info = {dtypes.int32: -(2 ** 31), dtypes.int64: -(2 ** 63), dtypes.uint32: 0}
+                    init = ir.Constant(ty, info[s.dtype])
+                self.b.store(init, slot)
+            elif isinstance(s, Reduce):
+                slot, dt = self.accs[s.name]
+                cur = self.b.load(slot, typ=value_type(dt))
+                v = self.expr(s.value)
+                if s.op == "sum":
+                    new = self.b.fadd(cur, v, flags=("reassoc", "nsz")) if dt.is_float else self.b.add(cur, v)
+                else:
+                    new = self.maximum(cur, v, dt)
+                self.b.store(new, slot)
+            elif isinstance(s, Store):
+                v = self.expr(s.value)
+                dt = s.value.dtype
+                if dt == dtypes.bool_:
+                    v = self.b.zext(v, I8)
+                ptr = self.b.gep(self.impl.args[s.buf], [self.affine(s.offset)], source_etype=memory_type(dt), inbounds=True)
+                self.b.store(v, ptr, align=dt.itemsize)
+            else:
+                raise TypeError(type(s).__name__)
+
+    def loop(self, s: Loop) -> None:
+        pre = self.b.block
+        header = self.impl.append_basic_block(f"{s.var}.head")
+        body = self.impl.append_basic_block(f"{s.var}.body")
+        done = self.impl.append_basic_block(f"{s.var}.done")
+        self.b.branch(header)
+        self.b.position_at_end(header)
+        i = self.b.phi(I64, name=s.var)
+        i.add_incoming(ir.Constant(I64, 0), pre)
+        self.b.cbranch(self.b.icmp_signed("<", i, ir.Constant(I64, s.extent)), body, done)
+        self.b.position_at_end(body)
+        saved = self.vars.get(s.var)
+        self.vars[s.var] = i
+        self.block(s.body)
+        nxt = self.b.add(i, ir.Constant(I64, 1), flags=("nuw", "nsw"))
+        i.add_incoming(nxt, self.b.block)
+        self.b.branch(header)
+        self.b.position_at_end(done)
+        if saved is not None:
+            self.vars[s.var] = saved
+        self.cache = {}
+
+    # ------------------------------------------------------------------ expressions
+
+    def affine(self, a: Affine) -> ir.Value:
+        acc: ir.Value = ir.Constant(I64, a.const)
+        for var, coef in a.terms:
+            term = self.vars[var]
+            if coef != 1:
+                term = self.b.mul(term, ir.Constant(I64, coef), flags=("nsw",))
+            acc = self.b.add(acc, term, flags=("nsw",))
+        return acc
+
+    def expr(self, e: Expr) -> ir.Value:
+        hit = self.cache.get(id(e))
+        if hit is None:
+            hit = self.cache[id(e)] = self._expr(e)
+        return hit
+
+    def intrinsic(self, name: str, args: list[ir.Value]) -> ir.Value:
+        ty = args[0].type
+        full = f"{name}.{'f32' if isinstance(ty, ir.FloatType) else 'f64'}"
+        fn = self.module.globals.get(full)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ty, [ty] * len(args)), name=full)
+        return self.b.call(fn, args)
+
+    def libm(self, name: str, x: ir.Value, dt: DType) -> ir.Value:
+        fname = name + ("f" if dt == dtypes.float32 else "")
+        fn = self.module.globals.get(fname)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(x.type, [x.type]), name=fname)
+            fn.attributes.add("nounwind")
+        return self.b.call(fn, [x])
+
+    def maximum(self, a: ir.Value, b: ir.Value, dt: DType, want_max: bool = True) -> ir.Value:
+        if dt.is_float:
+            return self.intrinsic("llvm.maximum" if want_max else "llvm.minimum", [a, b])
+        cmp = self.b.icmp_unsigned if dt in (dtypes.uint32, dtypes.bool_) else self.b.icmp_signed
+        return self.b.select(cmp(">" if want_max else "<", a, b), a, b)
+
+    def _expr(self, e: Expr) -> ir.Value:
+        b = self.b
+        if isinstance(e, Const):
+            return _const(e.dtype, e.value)
+        if isinstance(e, Index):
+            return self.convert(self.affine(e.index), dtypes.int64, e.dtype)
+        if isinstance(e, AccRef):
+            slot, dt = self.accs[e.name]
+            return b.load(slot, typ=value_type(dt))
+        if isinstance(e, LoadExpr):
+            return self.load(e)
+        if isinstance(e, Unary):
+            return self.unary(e.op, self.expr(e.x), e.dtype)
+        if isinstance(e, Binary):
+            return self.binary(e.op, self.expr(e.a), self.expr(e.b), e.a.dtype)
+        if isinstance(e, Where):
+            return b.select(self.expr(e.cond), self.expr(e.a), self.expr(e.b))
+        if isinstance(e, Cast):
+            return self.convert(self.expr(e.x), e.x.dtype, e.dtype)
+        raise TypeError(type(e).__name__)
+
+    def load(self, e: LoadExpr) -> ir.Value:
+        b = self.b
+        off = self.affine(e.offset)
+        cond = None
+        for ix, lo, hi in e.mask:
+            v = self.affine(ix)
+            ok = b.and_(b.icmp_signed(">=", v, ir.Constant(I64, lo)), b.icmp_signed("<", v, ir.Constant(I64, hi)))
+            cond = ok if cond is None else b.and_(cond, ok)
+        if cond is not None:
+            off = b.select(cond, off, ir.Constant(I64, 0))
+        mt = memory_type(e.dtype)
+        ptr = b.gep(self.impl.args[e.buf], [off], source_etype=mt, inbounds=True)
+        v = b.load(ptr, typ=mt, align=e.dtype.itemsize)
+        if e.dtype == dtypes.bool_:
+            v = b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
+        if cond is not None:
+            v = b.select(cond, v, _const(e.dtype, e.fill))
+        return v
+
+    def unary(self, op: str, x: ir.Value, dt: DType) -> ir.Value:
+        b = self.b
+        one = _const(dt, 1)
+        zero = _const(dt, 0)
+        if op == "exp":
+            return self.exp(x, dt)
+        if op in ("log", "sqrt", "sin", "cos", "floor"):
+            return self.intrinsic(f"llvm.{op}", [x])
+        if op == "tanh" and dt == dtypes.float32:
+            return self.tanh32(x)
+        if op in ("tanh", "erf"):
+            return self.libm(op, x, dt)
+        if op == "rsqrt":
+            return b.fdiv(one, self.intrinsic("llvm.sqrt", [x]))
+        if op == "reciprocal":
+            return b.fdiv(one, x)
+        if op == "sigmoid":
+            return b.fdiv(one, b.fadd(one, self.exp(b.fneg(x), dt)))
+        if op == "neg":
+            return b.fneg(x) if dt.is_float else b.sub(zero, x)
+        if op == "abs":
+            if dt.is_float:
+                return self.intrinsic("llvm.fabs", [x])
+            return x if dt == dtypes.uint32 else b.select(b.icmp_signed("<", x, zero), b.sub(zero, x), x)
+        if op == "sign":
+            if dt.is_float:
+                return b.select(b.fcmp_ordered(">", x, zero), one,
+                                b.select(b.fcmp_ordered("<", x, zero), _const(dt, -1), x))
+            if dt == dtypes.uint32:
+                return b.zext(b.icmp_unsigned("!=", x, zero), x.type)
+            return b.sub(b.zext(b.icmp_signed(">", x, zero), x.type), b.zext(b.icmp_signed("<", x, zero), x.type))
+        if op == "logical_not":
+            return b.xor(x, ir.Constant(I1, 1))
+        raise NotImplementedError(op)
+
+    def exp(self, x: ir.Value, dt: DType) -> ir.Value:
+        """exp: a vectorizable polynomial for float32 (relative error about 2e-7), llvm.exp for float64.
+
+        n = roundeven(x log2 e); r = x - n ln2 (two FMAs); e^r by a degree-7 Taylor polynomial;
+        times 2 * 2^(n-1) built from exponent bits. Below -86.5 the result is 0, above log(FLT_MAX) inf, NaN stays NaN.
+        """
+        if dt != dtypes.float32:
+            return self.intrinsic("llvm.exp", [x])
+        b, f = self.b, ir.FloatType()
+
+        def c(v: float) -> ir.Constant:
+            return ir.Constant(f, v)
+
+        lo, hi = -86.5, 88.72283
+        xc = b.select(b.fcmp_ordered("<", x, c(lo)), c(lo), b.select(b.fcmp_ordered(">", x, c(hi)), c(hi), x))
+        n = self.intrinsic("llvm.roundeven", [b.fmul(xc, c(1.4426950408889634))])
+        r = self.intrinsic("llvm.fma", [n, c(-0.693145751953125), xc])
+        r = self.intrinsic("llvm.fma", [n, c(-1.428606765330187e-06), r])
+        p = c(1 / 5040)
+        for k in (720, 120, 24, 6, 2, 1, 1):
+            p = self.intrinsic("llvm.fma", [p, r, c(1 / k)])
+        bits = b.shl(b.add(b.fptosi(n, ir.IntType(32)), ir.Constant(ir.IntType(32), 126)), ir.Constant(ir.IntType(32), 23))
+        y = b.fmul(b.fmul(p, c(2.0)), b.bitcast(bits, f))
+        y = b.select(b.fcmp_ordered("<", x, c(lo)), c(0.0), b.select(b.fcmp_ordered(">", x, c(hi)), c(float("inf")), y))
+        return b.select(b.fcmp_unordered("uno", x, x), x, y)
+
+    def tanh32(self, x: ir.Value) -> ir.Value:
+        """float32 tanh: an odd Taylor polynomial below |x| = 0.1, else sign(x) (1 - 2 / (exp(2|x|) + 1))."""
+        b, f = self.b, ir.FloatType()
+
+        def c(v: float) -> ir.Constant:
+            return ir.Constant(f, v)
+
+        ax = self.intrinsic("llvm.fabs", [x])
+        big = b.fsub(c(1.0), b.fdiv(c(2.0), b.fadd(self.exp(b.fmul(ax, c(2.0)), dtypes.float32), c(1.0))))
+        big = self.intrinsic("llvm.copysign", [big, x])
+        x2 = b.fmul(x, x)
+        p = c(-17 / 315)
+        for k in (2 / 15, -1 / 3, 1.0):
+            p = self.intrinsic("llvm.fma", [p, x2, c(k)])
+        return b.select(b.fcmp_ordered("<", ax, c(0.1)), b.fmul(x, p), big)
+
+    def binary(self, op: str, x: ir.Value, y: ir.Value, dt: DType) -> ir.Value:
+        b = self.b
+        f = dt.is_float
+        simple: dict[str, Callable[..., ir.Value]] = (
+            {"add": b.fadd, "sub": b.fsub, "mul": b.fmul, "div": b.fdiv} if f else {"add": b.add, "sub": b.sub, "mul": b.mul})
+        if op in simple:
+            return simple[op](x, y)
+        if op in ("maximum", "minimum"):
+            return self.maximum(x, y, dt, op == "maximum")
+        if op in _FCMP:
+            sym = _FCMP[op]
+            if f:
+                return b.fcmp_unordered(sym, x, y) if op == "ne" else b.fcmp_ordered(sym, x, y)
+            cmp = b.icmp_unsigned if dt in (dtypes.uint32, dtypes.bool_) else b.icmp_signed
+            return cmp(sym, x, y)
+        if op == "logical_and":
+            return b.and_(x, y)
+        if op == "logical_or":
+            return b.or_(x, y)
+        if op == "pow":
+            return self.intrinsic("llvm.pow", [x, y])
+        if op == "floordiv":
+            return self.intrinsic("llvm.floor", [b.fdiv(x, y)])
+        if op == "mod":  # numpy: the result takes the divisor's sign
+            r = b.frem(x, y)
+            zero = _const(dt, 0)
+            fix = b.and_(b.fcmp_ordered("!=", r, zero), b.icmp_unsigned("!=", b.fcmp_ordered("<", r, zero),
+                                                                         b.fcmp_ordered("<", y, zero)))
+            return b.select(fix, b.fadd(r, y), r)
+        raise NotImplementedError(op)
+
+    def convert(self, x: ir.Value, src: DType, dst: DType) -> ir.Value:
+        b = self.b
+        if src == dst:
+            return x
+        to = value_type(dst)
+        if dst == dtypes.bool_:
+            return b.fcmp_unordered("!=", x, _const(src, 0)) if src.is_float else b.icmp_unsigned("!=", x, _const(src, 0))
+        if src == dtypes.bool_:
+            return b.uitofp(x, to) if dst.is_float else b.zext(x, to)
+        if src.is_float and dst.is_float:
+            return b.fpext(x, to) if dst.itemsize > src.itemsize else b.fptrunc(x, to)
+        if src.is_float:
+            wide = b.fptosi(x, I64)
+            return wide if dst == dtypes.int64 else b.trunc(wide, to)
+        if dst.is_float:
+            return b.uitofp(x, to) if src == dtypes.uint32 else b.sitofp(x, to)
+        if dst.itemsize > src.itemsize:
+            return b.zext(x, to) if src == dtypes.uint32 else b.sext(x, to)
+        return b.trunc(x, to) if dst.itemsize < src.itemsize else x
+
+
+def build_module(funcs: list[LoopFunc], name: str = "tensorc") -> ir.Module:
+    """One LLVM module holding every kernel of a program."""
+    module = ir.Module(name=name)
+    for f in funcs:
+        FuncEmitter(module, f).emit()
+    return module

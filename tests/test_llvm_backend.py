@@ -1,0 +1,200 @@
+"""Differential tests of the LLVM CPU backend: ``target="llvm"`` must equal the reference backend.
+
+Tolerances: elementwise results (no transcendental) must be bit-identical
+(float and int); results through exp/log/tanh/erf/pow or a float reduction
+(sequential, reassociated sums vs numpy's pairwise ones) use rtol=atol=1e-5
+for float32 and 1e-12 for float64; the GPT block (mixed native and
+reference kernels) uses 1e-5 (float32) / 1e-11 (float64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llvmlite")
+
+import tensorc as tc  # noqa: E402
+import tensorc.nn.functional as F  # noqa: E402
+from tensorc.kernel import lower_kernel  # noqa: E402
+
+rng = np.random.default_rng(0)
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def rand(*shape: int, dtype: Any = np.float32) -> np.ndarray:
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def both(fn: Callable[..., Any], *args: Any) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
+    """(llvm results, reference results, the llvm executable)."""
+    lowered = tc.jit(fn).lower(*args)
+    llvm = lowered.compile("llvm")
+    ref = lowered.compile("reference")
+    out_l, out_r = llvm(*args), ref(*args)
+    out_l = list(out_l) if isinstance(out_l, (tuple, list)) else [out_l]
+    out_r = list(out_r) if isinstance(out_r, (tuple, list)) else [out_r]
+    return [np.asarray(o) for o in out_l], [np.asarray(o) for o in out_r], llvm.executable
+
+
+def check(fn: Callable[..., Any], *args: Any, exact: bool = False, native: bool = True) -> Any:
+    out_l, out_r, exe = both(fn, *args)
+    if native:
+        assert not exe.fallback_kernels, [k.pattern for k in exe.fallback_kernels]
+    for a, b in zip(out_l, out_r):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        if exact or a.dtype.kind not in "f":
+            np.testing.assert_array_equal(a, b)
+        else:
+            tol = TOL[a.dtype]
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    return exe
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (7,), (13, 17), (3, 1, 33), (2, 0, 5), ()])
+def test_elementwise_arithmetic_is_exact(dtype: Any, shape: tuple[int, ...]) -> None:
+    x, y = rand(*shape, dtype=dtype), rand(*shape, dtype=dtype) + 3
+    check(lambda x, y: tc.maximum(x * y - x / y, -x) + abs(y) * 0.5, x, y, exact=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transcendental_chain(dtype: Any) -> None:
+    x = rand(37, 19, dtype=dtype)
+    check(lambda x: tc.exp(tc.tanh(x)) + tc.log(abs(x) + 1) * tc.sigmoid(x) - tc.sqrt(abs(x)), x)
+    check(lambda x: F.gelu(x, approximate="tanh") + F.gelu(x), x)
+
+
+def test_compare_where_cast_and_ints() -> None:
+    x = rand(5, 31)
+    i = rng.integers(-50, 50, (5, 31)).astype(np.int64)
+    check(lambda x, i: tc.where(x > 0.1, x, -x * 2) + i.astype(np.float32), x, i, exact=True)
+    check(lambda x, i: ((i * 3 - 7) > 4).astype(np.int32) + tc.maximum(i, 2).astype(np.int32), x, i)
+    check(lambda x: (x * 100).astype(np.int64), x)
+    check(lambda x: tc.logical_not((x > 0) & (x < 0.5)) | (x == 0), x)
+
+
+def test_broadcasting_through_expand() -> None:
+    x, b, c = rand(6, 1, 11), rand(11), rand(6, 1, 1)
+    check(lambda x, b, c: (x + b) * c - 2, x, b, c, exact=True)
+    check(lambda b, c: b * c, b, c, exact=True)
+
+
+def test_permuted_and_sliced_inputs() -> None:
+    x = rand(9, 16, 5)
+    check(lambda x: x.permute(2, 0, 1) * 2 + 1, x, exact=True)
+    check(lambda x: x[1:8:2, 3:, ::2] - x[0:4, 0:13, 0:3], x, exact=True)
+    check(lambda x: tc.exp(x.permute(1, 0, 2)[2:5]), x)
+    check(lambda x: x.permute(2, 0, 1), x, exact=True)  # a materialized copy kernel
+
+
+def test_padding_reads_through_a_mask() -> None:
+    x = rand(5, 7)
+    check(lambda x: tc.pad(x, ((1, 2), (0, 3)), 0.5) * 3 + 1, x, exact=True)
+    check(lambda x: tc.pad(x, ((1, 2), (0, 3)), 0.5) * 3 + 1, rand(0, 4), exact=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (4, 17), (13, 100), (3, 257)])
+def test_softmax_over_last_axis_is_one_native_row_kernel(dtype: Any, shape: tuple[int, ...]) -> None:
+    exe = check(lambda x: tc.softmax(x, -1), rand(*shape, dtype=dtype))
+    assert [k.pattern for k in exe.schedule.kernels] == ["softmax-row"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axes", [(0,), (1,), (2,), (0, 2), (0, 1, 2), (1, 2)])
+def test_sum_and_max_over_axes(dtype: Any, axes: tuple[int, ...]) -> None:
+    x = rand(5, 19, 33, dtype=dtype)
+    check(lambda x: (x * x).sum(axes), x)
+    check(lambda x: x.max(axes), x, exact=True)
+
+
+def test_reductions_of_odd_sizes_and_ints() -> None:
+    check(lambda x: x.sum(-1), rand(3, 0))
+    check(lambda x: x.sum(), rand(1))
+    check(lambda x: x.sum(0) * 2, rand(101, 3))
+    check(lambda x: x.sum(0) * 2 + x.max(0), rand(37, 5, 3))  # a column reduction with an epilogue
+    check(lambda x: tc.exp(x).sum((0, 2)) - x.max((0, 2)), rand(4, 6, 17, dtype=np.float64))
+    i = rng.integers(-9, 9, (7, 23)).astype(np.int32)
+    check(lambda i: i.sum(1) + i.max(1), i)
+
+
+def test_layernorm_row_kernel() -> None:
+    x = rand(6, 45, dtype=np.float64)
+    check(lambda x: F.layer_norm(x, 45), x, native=False)
+
+
+def test_float32_exp_tanh_sigmoid_accuracy_and_special_values() -> None:
+    x = np.concatenate([np.linspace(-86, 88, 20001), [-np.inf, np.inf, np.nan, 0.0, -0.0, 1e-30, -1e-6, 0.0999, 0.1001]])
+    x = x.astype(np.float32)
+    for fn, exact in ((tc.exp, np.exp), (tc.tanh, np.tanh), (tc.sigmoid, lambda v: 1 / (1 + np.exp(-v)))):
+        out = tc.jit(fn).lower(x).compile("llvm")(x)
+        want = exact(x.astype(np.float64))
+        np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-37)  # numpy's float32 exp: about 2e-7
+
+
+def test_causal_mask_from_iota_and_masked_softmax() -> None:
+    x = rand(2, 9, 9)
+
+    def masked_softmax(x: Any) -> Any:
+        keep = tc.iota((9, 9), 0) >= tc.iota((9, 9), 1)
+        return tc.softmax(tc.where(keep, x, float("-inf")), -1)
+
+    check(masked_softmax, x)
+    check(lambda x: tc.tril(x) * 2, x, exact=True)
+
+
+def test_unsupported_kernels_fall_back() -> None:
+    a, b = rand(4, 6), rand(6, 3)
+    lowered = tc.jit(lambda a, b: tc.tanh(a @ b)).lower(a, b)
+    assert any(lower_kernel(k) is None for k in lowered.schedule.kernels)
+    out_l, out_r, _ = both(lambda a, b: tc.tanh(a @ b) + 1, a, b)
+    np.testing.assert_allclose(out_l[0], out_r[0], rtol=1e-6, atol=1e-6)
+
+
+def test_float32_elementwise_kernel_is_vectorized() -> None:
+    x = rand(64, 100)
+    exe = tc.jit(lambda x: (x * 2 + 1) * x).lower(x).compile("llvm").executable
+    assert exe.module is not None and not exe.fallback_kernels
+    asm = exe.module.asm()
+    ir_text = exe.module.optimized_ir
+    assert "<8 x float>" in ir_text or "<16 x float>" in ir_text
+    assert "ymm" in asm or "zmm" in asm
+
+
+def _block(p: dict[str, Any], x: Any) -> Any:
+    b, t, c = x.shape
+    h = F.layer_norm(x, c, p["ln_w"], p["ln_b"])
+    q, k, v = tc.split(h @ p["w_qkv"], c, -1)
+    q, k, v = (z.reshape(b, t, 2, c // 2).permute(0, 2, 1, 3) for z in (q, k, v))
+    a = F.scaled_dot_product_attention(q, k, v, is_causal=True).permute(0, 2, 1, 3).reshape(b, t, c)
+    x = x + a @ p["w_o"]
+    return x + F.gelu(F.layer_norm(x, c) @ p["w_fc"], approximate="tanh") @ p["w_proj"]
+
+
+def _loss(p: dict[str, Any], x: Any, t: Any) -> Any:
+    logits = _block(p, x) @ p["w_out"]
+    return F.cross_entropy(logits.reshape(-1, 5), t.reshape(-1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpt_block_forward_and_backward(dtype: Any) -> None:
+    c = 8
+    r = np.random.default_rng(1)
+    shapes = {"ln_w": (c,), "ln_b": (c,), "w_qkv": (c, 3 * c), "w_o": (c, c), "w_fc": (c, 4 * c), "w_proj": (4 * c, c),
+              "w_out": (c, 5)}
+    p = {k: (r.standard_normal(s) * 0.3 + (1.0 if k == "ln_w" else 0.0)).astype(dtype) for k, s in shapes.items()}
+    x = r.standard_normal((2, 6, c)).astype(dtype)
+    t = r.integers(0, 5, (2, 6))
+    lowered = tc.jit(tc.value_and_grad(_loss)).lower(p, x, t)
+    llvm, ref = lowered.compile("llvm"), lowered.compile("reference")
+    exe = llvm.executable
+    assert exe.native and exe.fallback_kernels  # mixed: native elementwise/reductions, reference matmul and fused ops
+    (loss_l, g_l), (loss_r, g_r) = llvm(p, x, t), ref(p, x, t)
+    tol = 1e-5 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(np.asarray(loss_l), np.asarray(loss_r), rtol=tol, atol=tol)
+    for k in p:
+        np.testing.assert_allclose(np.asarray(g_l[k]), np.asarray(g_r[k]), rtol=tol, atol=tol, err_msg=k)
