@@ -40,24 +40,30 @@ def parse_input_spec(spec: str) -> tuple[str, tuple[int, ...], str]:
     return m["name"], dims, dt.name
 
 
+def load_module(path: str) -> Any:
+    """Import a Python file by path (its folder is importable while it loads)."""
+    file = Path(path)
+    if not file.exists():
+        raise TensorcError(f"no such file: {path}")
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look their module up there
+    sys.path.insert(0, str(file.parent.resolve()))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    return module
+
+
 def load_function(target: str) -> Callable[..., Any]:
     """Load ``path/to/file.py:function`` (or ``module:function``)."""
     if ":" not in target:
         raise TensorcError(f"expected FILE:FUNCTION, got {target!r}")
     path, _, name = target.rpartition(":")
     if path.endswith(".py") or Path(path).exists():
-        file = Path(path)
-        if not file.exists():
-            raise TensorcError(f"no such file: {path}")
-        spec = importlib.util.spec_from_file_location(file.stem, file)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses and pickling look their module up there
-        sys.path.insert(0, str(file.parent.resolve()))
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            sys.path.pop(0)
+        module = load_module(path)
     else:
         module = importlib.import_module(path)
     fn = getattr(module, name, None)

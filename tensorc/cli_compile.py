@@ -18,8 +18,6 @@ run natively; the rest still run on the reference backend).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,29 +29,14 @@ from .errors import CompileError, TensorcError
 NATIVE_TARGETS = {"cuda": "the CUDA backend"}
 
 
-def _load_module(path: str) -> Any:
-    file = Path(path)
-    if not file.exists():
-        raise TensorcError(f"no such file: {path}")
-    spec = importlib.util.spec_from_file_location(f"_tensorc_compile_{file.stem}", file)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and pickling look their module up there
-    sys.path.insert(0, str(file.parent.resolve()))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.pop(0)
-    return module
-
-
 def model_program(path: str, preset: str, train: bool, batch_size: int, vocab_size: int, overrides: dict[str, Any]) -> tuple[Any, tuple]:
     """(function, example arguments) for a model file's recipe at ``preset``."""
     from . import optim
     from . import random as tcrandom
     from .autodiff import value_and_grad
+    from .cli import load_module
 
-    module = _load_module(path)
+    module = load_module(path)
     recipe = getattr(module, "recipe", None)
     if recipe is None:
         raise TensorcError(f"{path} defines no `recipe`; compile a function instead with {path}:FUNCTION --input ...")
