@@ -34,6 +34,7 @@ from .patterns import (
     strip_keepdims,
     through_broadcast,
 )
+from .rewrite import map_nodes, with_body
 
 Mapper = Callable[[Node], Node]
 
@@ -454,29 +455,14 @@ def apply_matches(graph: Graph, matchers: list[Callable[[Node, dict[int, int]], 
                 if found is not None:
                     found.append(match.pattern)
                 break
-    mapping: dict[int, Node] = {}
-    changed = bool(subs)
-    for node in graph.nodes:
-        if node.op == "param":
-            mapping[id(node)] = node
-            continue
+    def step(node: Node, new: Node, mapped: Mapper) -> Node:
         if id(node) in subs:
-            mapping[id(node)] = subs[id(node)].build(lambda n: mapping[id(n)])
-            continue
-        inputs = tuple(mapping[id(i)] for i in node.inputs)
-        new = node if all(a is b for a, b in zip(inputs, node.inputs)) else node.replace(inputs=inputs)
+            return subs[id(node)].build(mapped)
         if new.op == "scan":
-            body = new.attrs["body"]
-            new_body = apply_matches(body, matchers, found)
-            if new_body is not body:
-                attrs = dict(new.attrs.items())
-                attrs["body"] = new_body
-                new = new.replace(attrs=Attrs(attrs))
-        changed |= new is not node
-        mapping[id(node)] = new
-    if not changed:
-        return graph
-    return Graph(graph.inputs, [mapping[id(o)] for o in graph.outputs], name=graph.name)
+            return with_body(new, apply_matches(new.attrs["body"], matchers, found))
+        return new
+
+    return map_nodes(graph, step)
 
 
 def fuse_patterns(graph: Graph) -> Graph:

@@ -1,9 +1,9 @@
-"""Rebuilding graphs: the one helper every rewrite pass is written with.
+"""Rebuilding graphs: the helpers every rewrite pass is written with.
 
-A *rule* looks at one node (whose inputs are already rewritten) and returns a
-replacement node, or None to keep it. :func:`rewrite_graph` applies a rule
-bottom-up over the whole graph, re-applying it to each replacement until it
-settles, and recurses into scan bodies.
+:func:`map_nodes` walks a graph inputs-first and rebuilds it from what a
+function makes of each node (given the node with its inputs already
+rebuilt). :func:`rewrite_graph` uses it to apply a *rule* (one node in, a
+replacement or None out) to a fixed point per node, recursing into scan bodies.
 """
 
 from __future__ import annotations
@@ -21,33 +21,52 @@ def _with_inputs(node: Node, inputs: tuple[Node, ...]) -> Node:
     return node.replace(inputs=inputs)
 
 
-def rewrite_graph(graph: Graph, rule: Rule, *, into_bodies: bool = True, max_steps: int = 64) -> Graph:
-    """Apply ``rule`` to every node, inputs first; returns the same Graph object if nothing changed."""
+def with_body(node: Node, body: Graph) -> Node:
+    """A scan ``node`` with ``body`` (the node itself if the body is unchanged)."""
+    if body is node.attrs["body"]:
+        return node
+    attrs = dict(node.attrs.items())
+    attrs["body"] = body
+    return node.replace(attrs=Attrs(attrs))
+
+
+def map_nodes(graph: Graph, fn: Callable[[Node, Node, Callable[[Node], Node]], Node]) -> Graph:
+    """Rebuild ``graph`` inputs-first: ``fn(original, rebuilt, mapped)`` returns each node's
+    replacement, where ``rebuilt`` is the original with its inputs already replaced and
+    ``mapped(n)`` gives the replacement of any earlier node. Params stay. Returns the
+    same Graph object when nothing changed."""
     mapping: dict[int, Node] = {}
     changed = False
+
+    def mapped(n: Node) -> Node:
+        return mapping[id(n)]
+
     for node in graph.nodes:
         if node.op == "param":
             mapping[id(node)] = node
             continue
-        new = _with_inputs(node, tuple(mapping[id(i)] for i in node.inputs))
+        new = fn(node, _with_inputs(node, tuple(mapping[id(i)] for i in node.inputs)), mapped)
+        changed |= new is not node
+        mapping[id(node)] = new
+    if not changed:
+        return graph
+    return Graph(graph.inputs, [mapping[id(o)] for o in graph.outputs], name=graph.name)
+
+
+def rewrite_graph(graph: Graph, rule: Rule, *, into_bodies: bool = True, max_steps: int = 64) -> Graph:
+    """Apply ``rule`` to every node, inputs first; returns the same Graph object if nothing changed."""
+
+    def step(node: Node, new: Node, mapped: Callable[[Node], Node]) -> Node:
         if into_bodies and new.op == "scan":
-            body = new.attrs["body"]
-            new_body = rewrite_graph(body, rule, into_bodies=True, max_steps=max_steps)
-            if new_body is not body:
-                attrs = dict(new.attrs.items())
-                attrs["body"] = new_body
-                new = new.replace(attrs=Attrs(attrs))
+            new = with_body(new, rewrite_graph(new.attrs["body"], rule, into_bodies=True, max_steps=max_steps))
         for _ in range(max_steps):
             repl = rule(new)
             if repl is None or repl is new:
                 break
             new = repl
-        if new is not node:
-            changed = True
-        mapping[id(node)] = new
-    if not changed:
-        return graph
-    return Graph(graph.inputs, [mapping[id(o)] for o in graph.outputs], name=graph.name)
+        return new
+
+    return map_nodes(graph, step)
 
 
 def count_ops(graph: Graph) -> dict[str, int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.node import Attrs, ConstValue, Graph, Node
-from .rewrite import rewrite_graph
+from .rewrite import map_nodes, rewrite_graph, with_body
 
 # Constants up to this many elements are folded; bigger results stay as the
 # (cheap to store) expression that makes them, e.g. an expanded scalar.
@@ -86,16 +86,33 @@ def algebraic(node: Node) -> Node | None:
     return None
 
 
+def _constant_array(node: Node) -> np.ndarray | None:
+    """The value of a constant, or of a view (expand/reshape) of one; else None."""
+    if node.op == "const":
+        return node.attrs["value"].array
+    if node.op in ("expand", "reshape"):
+        inner = _constant_array(node.inputs[0])
+        if inner is not None:
+            return np.broadcast_to(inner, node.shape) if node.op == "expand" else inner.reshape(node.shape)
+    return None
+
+
 def fold_constants(node: Node) -> Node | None:
-    """Evaluate small nodes whose inputs are all constants."""
+    """Evaluate small nodes whose inputs are all constants (or views of constants).
+
+    ``iota`` is not folded: it is index math the scheduler recomputes where it is
+    read (no buffer), and pattern fusion recognises masks and row indices by it."""
     # An expanded constant stays a view of its small source: folding it would store every copy.
-    if node.op in ("const", "param", "scan", "tuple_get", "random_bits", "expand") or node.is_tuple or not node.inputs:
+    if node.op in ("const", "param", "scan", "tuple_get", "random_bits", "expand") or node.is_tuple:
         return None
-    if node.size > FOLD_LIMIT or not all(i.op == "const" for i in node.inputs):
+    if node.size > FOLD_LIMIT or not node.inputs:
+        return None
+    values = [_constant_array(i) for i in node.inputs]
+    if any(v is None for v in values):
         return None
     from ..backends.reference.interpreter import evaluate_node
 
-    value = evaluate_node(node, [i.attrs["value"].array for i in node.inputs])
+    value = evaluate_node(node, values)
     return Node("const", (), Attrs({"value": ConstValue(np.asarray(value))}), node.shape, node.dtype, node.loc)
 
 
@@ -133,39 +150,21 @@ def dce(graph: Graph) -> Graph:
     for n in graph.nodes:
         if n.op == "tuple_get":
             used.setdefault(id(n.inputs[0]), set()).add(n.attrs["index"])
-    mapping: dict[int, Node] = {}
     remap: dict[int, dict[int, int]] = {}
-    changed = False
-    for node in graph.nodes:
-        if node.op == "param":
-            mapping[id(node)] = node
-            continue
-        new_inputs = tuple(mapping[id(i)] for i in node.inputs)
-        new = node if all(a is b for a, b in zip(new_inputs, node.inputs)) else node.replace(inputs=new_inputs)
+
+    def step(node: Node, new: Node, mapped: object) -> Node:
         if node.op == "scan":
-            a = node.attrs
-            body = a["body"]
-            n_carry = a["n_carry"]
+            body, n_carry = node.attrs["body"], node.attrs["n_carry"]
             keep = list(range(n_carry)) + sorted(i for i in used.get(id(node), set()) if i >= n_carry)
-            if len(keep) < len(body.outputs):
-                new_body = dce(Graph(body.inputs, [body.outputs[i] for i in keep], name=body.name))
-                attrs = dict(a.items())
-                attrs["body"] = new_body
-                shapes = tuple(new.shape[i] for i in keep)
-                dts = tuple(new.dtype[i] for i in keep)
-                new = Node("scan", new.inputs, Attrs(attrs), shapes, dts, new.loc)
-                remap[id(node)] = {old: k for k, old in enumerate(keep)}
-            else:
-                new_body = dce(body)
-                if new_body is not body:
-                    attrs = dict(a.items())
-                    attrs["body"] = new_body
-                    new = new.replace(attrs=Attrs(attrs))
+            if len(keep) == len(body.outputs):
+                return with_body(new, dce(body))
+            attrs = dict(node.attrs.items())
+            attrs["body"] = dce(Graph(body.inputs, [body.outputs[i] for i in keep], name=body.name))
+            remap[id(node)] = {old: k for k, old in enumerate(keep)}
+            return Node("scan", new.inputs, Attrs(attrs), tuple(new.shape[i] for i in keep),
+                        tuple(new.dtype[i] for i in keep), new.loc)
         if node.op == "tuple_get" and id(node.inputs[0]) in remap:
-            new = new.replace(attrs=Attrs({"index": remap[id(node.inputs[0])][node.attrs["index"]]}))
-        if new is not node:
-            changed = True
-        mapping[id(node)] = new
-    if not changed:
-        return graph
-    return Graph(graph.inputs, [mapping[id(o)] for o in graph.outputs], name=graph.name)
+            return new.replace(attrs=Attrs({"index": remap[id(node.inputs[0])][node.attrs["index"]]}))
+        return new
+
+    return map_nodes(graph, step)
