@@ -373,3 +373,16 @@ def test_grad_is_linear_in_the_loss(values: list[float]) -> None:
     g1 = arr(tc.grad(lambda t: (tc.sin(t) * 3.0 + tc.exp(t * 0.1)).sum())(x))
     g2 = arr(tc.grad(lambda t: tc.sin(t).sum())(x)) * 3.0 + arr(tc.grad(lambda t: tc.exp(t * 0.1).sum())(x))
     np.testing.assert_allclose(g1, g2, rtol=1e-13, atol=1e-13)
+
+
+def test_backward_nodes_point_at_the_forward_line() -> None:
+    def f(x: Any) -> Any:
+        y = tc.tanh(x)  # the forward line the backward of tanh must name
+        return (y * y).sum()
+
+    import inspect
+
+    forward_line = inspect.getsourcelines(f)[1] + 1
+    graph = tc.jit(tc.grad(f)).lower(np.ones(3, np.float32)).graph
+    tanh_backward = [n for n in graph.nodes if n.op == "sub" and n.loc is not None]  # 1 - y*y in tanh's VJP
+    assert tanh_backward and all(n.loc.lineno == forward_line for n in tanh_backward)

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import TensorcError
 from ..frontend import ops as F
 from ..frontend.tensor import Tensor
-from ..frontend.tracing import apply, replay, trace_scope
+from ..frontend.tracing import apply, located_at, replay, trace_scope
 from ..ir.node import Graph, Node
 from ..ir.registry import REGISTRY
 from .rules import VJPContext
@@ -75,7 +75,8 @@ def backpropagate(graph: Graph, values: dict[int, Any], seeds: dict[int, Tensor]
         ctx = VJPContext(node, [values[id(i)] for i in node.inputs], values[id(node)], node.attrs)
         if node.op == "scan":
             ctx.residuals = residuals[id(node)]  # type: ignore[attr-defined]
-        in_cts = opdef.vjp(ctx, g)
+        with located_at(node.loc):  # backward nodes point at the forward line they differentiate
+            in_cts = opdef.vjp(ctx, g)
         if len(in_cts) != len(node.inputs):
             raise TensorcError(f"VJP rule of {node.op} returned {len(in_cts)} cotangents for {len(node.inputs)} inputs (tensorc bug)")
         for inp, gi in zip(node.inputs, in_cts):

@@ -78,6 +78,28 @@ class Trace:
 class _State(threading.local):
     def __init__(self) -> None:
         self.stack: list[Trace] = []
+        self.loc_override: list[SourceLoc | None] = []
+
+
+def current_location() -> SourceLoc | None:
+    """Where new nodes are attributed: the innermost :class:`located_at`, else the user's line."""
+    if _state.loc_override and _state.loc_override[-1] is not None:
+        return _state.loc_override[-1]
+    return user_location()
+
+
+class located_at:
+    """``with located_at(node.loc):`` nodes made inside carry that source location
+    (autodiff uses it so a backward node points at the forward line it came from)."""
+
+    def __init__(self, loc: SourceLoc | None) -> None:
+        self.loc = loc
+
+    def __enter__(self) -> None:
+        _state.loc_override.append(self.loc)
+
+    def __exit__(self, *exc: Any) -> None:
+        _state.loc_override.pop()
 
 
 _state = _State()
@@ -112,7 +134,7 @@ def format_types(op: str, types: Sequence[tuple[Any, Any]]) -> str:
 def op_error(kind: type[Exception], op: str, types: Sequence[tuple[Any, Any]], detail: str,
              loc: SourceLoc | None = None) -> Exception:
     """``ShapeError: matmul at model.py:12: f32[4,8] @ f32[7,16]: inner dims 8 != 7``."""
-    loc = loc or user_location()
+    loc = loc or current_location()
     where = f" at {loc}" if loc else ""
     operands = f" {format_types(op, types)}:" if types else ""
     return kind(f"{op}{where}:{operands} {detail}")
@@ -125,7 +147,7 @@ def apply(op: str, inputs: Sequence[Tensor], attrs: dict[str, Any] | Attrs | Non
     from .tensor import Tensor
 
     attrs_ = attrs if isinstance(attrs, Attrs) else Attrs(attrs or {})
-    loc = loc or user_location()
+    loc = loc or current_location()
     types = [(t.shape, t.dtype) for t in inputs]
     try:
         shape, dtype = REGISTRY[op].infer(types, attrs_)
