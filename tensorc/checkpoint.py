@@ -42,6 +42,7 @@ class CheckpointError(TensorcError):
 
 @dataclass
 class Checkpoint:
+    """What :func:`load_checkpoint` returns: parameters, optimizer state, step, RNG key, config."""
     params: Any
     opt_state: Any = None
     step: int = 0

@@ -244,6 +244,7 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every ``tensorc`` subcommand."""
     p = argparse.ArgumentParser(prog="tensorc", description="tensorc: a compiler for tensor programs")
     sub = p.add_subparsers(dest="command", required=True)
     for name, helptext, fn in [
@@ -307,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a TensorcError, 130 for Ctrl-C)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

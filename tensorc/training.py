@@ -40,6 +40,7 @@ from .text import CharTokenizer, load_tokenizer
 
 
 class Recipe(Protocol):
+    """How the CLI builds, trains and samples one kind of model (see ``models/gpt.py``'s ``recipe``)."""
     name: str
     presets: dict[str, dict[str, Any]]
 
@@ -61,6 +62,7 @@ def find_recipe(name: str) -> Recipe:
 
 @dataclass
 class TrainSettings:
+    """Everything ``tensorc train`` can set; the CLI flags map one to one."""
     preset: str = "tiny"
     data: str | None = None
     steps: int = 2000
@@ -85,6 +87,7 @@ class TrainSettings:
 
 @dataclass
 class TrainResult:
+    """How a training run ended: last step, losses, run directory, whether it was interrupted."""
     step: int
     train_loss: float
     val_loss: float | None

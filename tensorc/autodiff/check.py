@@ -29,6 +29,7 @@ from ..frontend.tensor import Tensor
 
 @dataclass(frozen=True)
 class Tolerance:
+    """Central-difference step and the tolerances one dtype is checked with."""
     eps: float
     atol: float
     rtol: float

@@ -24,6 +24,7 @@ DECOMPOSITIONS: dict[str, Callable[..., tuple[Tensor, ...]]] = {}
 
 
 def decomposition(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register the DSL decomposition of a fused op."""
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         DECOMPOSITIONS[name] = fn
         return fn

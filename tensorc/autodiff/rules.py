@@ -33,6 +33,7 @@ Rule = Callable[["VJPContext", Tensor], tuple[Any, ...]]
 
 @dataclass
 class VJPContext:
+    """What a VJP rule sees: the node, its input tensors, its output tensor(s) and attrs."""
     node: Node
     inputs: list[Any]  # Tensors (or tuples of Tensors)
     out: Any
@@ -40,6 +41,7 @@ class VJPContext:
 
 
 def vjp_rule(*names: str) -> Callable[[Rule], Rule]:
+    """Decorator: store the function as the VJP rule of the named ops in the registry."""
     def deco(fn: Rule) -> Rule:
         for name in names:
             REGISTRY[name].vjp = fn

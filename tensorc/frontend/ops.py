@@ -81,24 +81,29 @@ def full(shape: Any, fill_value: Any, dtype: Any = None) -> Tensor:
 
 
 def zeros(*shape: Any, dtype: Any = "float32") -> Tensor:
+    """A float32 (or ``dtype``) tensor of zeros: ``zeros(2, 3)`` or ``zeros((2, 3))``."""
     return full(_shape_varargs(shape), 0, dtype)
 
 
 def ones(*shape: Any, dtype: Any = "float32") -> Tensor:
+    """A float32 (or ``dtype``) tensor of ones: ``ones(2, 3)`` or ``ones((2, 3))``."""
     return full(_shape_varargs(shape), 1, dtype)
 
 
 def zeros_like(x: Tensor, dtype: Any = None) -> Tensor:
+    """Zeros with ``x``'s shape (and dtype unless ``dtype`` is given)."""
     x = as_tensor(x)
     return full(x.shape, 0, dtype or x.dtype)
 
 
 def ones_like(x: Tensor, dtype: Any = None) -> Tensor:
+    """Ones with ``x``'s shape (and dtype unless ``dtype`` is given)."""
     x = as_tensor(x)
     return full(x.shape, 1, dtype or x.dtype)
 
 
 def full_like(x: Tensor, fill_value: Any, dtype: Any = None) -> Tensor:
+    """``fill_value`` everywhere, with ``x``'s shape (and dtype unless ``dtype`` is given)."""
     x = as_tensor(x)
     return full(x.shape, fill_value, dtype or x.dtype)
 
@@ -125,6 +130,7 @@ def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None) -> Te
 
 
 def eye(n: int, m: int | None = None, dtype: Any = "float32") -> Tensor:
+    """The ``n x m`` identity matrix (``m`` defaults to ``n``)."""
     m = n if m is None else m
     return cast(eq(iota((n, m), 0), iota((n, m), 1)), dtype)
 
@@ -279,6 +285,7 @@ floor = _float_unary("floor")
 
 
 def neg(x: Any) -> Tensor:
+    """``-x`` (not defined on bool: use ``~x``)."""
     x = as_tensor(x)
     if x.dtype.is_bool:
         raise op_error(DTypeError, "neg", [(x.shape, x.dtype)], "negation of a bool tensor; use ~x")
@@ -286,14 +293,17 @@ def neg(x: Any) -> Tensor:
 
 
 def abs(x: Any) -> Tensor:
+    """Elementwise absolute value (gradient 0 at 0)."""
     return apply("abs", [as_tensor(x)])
 
 
 def sign(x: Any) -> Tensor:
+    """-1, 0 or 1 elementwise (no gradient)."""
     return apply("sign", [as_tensor(x)])
 
 
 def logical_not(x: Any) -> Tensor:
+    """``~x`` for a bool tensor."""
     x = as_tensor(x)
     if not x.dtype.is_bool:
         raise op_error(DTypeError, "logical_not", [(x.shape, x.dtype)], "~ needs a bool tensor")
@@ -378,11 +388,13 @@ def where(cond: Any, a: Any, b: Any) -> Tensor:
 
 
 def relu(x: Any) -> Tensor:
+    """``max(x, 0)`` as ``where(x > 0, x, 0)``: gradient 0 at 0."""
     x = as_tensor(x)
     return where(gt(x, 0), x, 0)
 
 
 def clip(x: Any, min: Any = None, max: Any = None) -> Tensor:
+    """Limit ``x`` to ``[min, max]`` (either bound may be None); ``clamp`` is the same."""
     x = as_tensor(x)
     if min is not None:
         x = maximum(x, min)
@@ -426,6 +438,7 @@ def sum(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None, ke
 
 
 def mean(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None) -> Tensor:
+    """Mean over ``axis`` (all axes if None); integers average as float32."""
     x, axes, keepdims = _reduce_args(x, axis, keepdims, dim, keepdim, "mean")
     if not x.dtype.is_float:
         x = cast(x, dtypes.default_float)
@@ -454,6 +467,7 @@ def max(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None, ke
 
 
 def min(x: Any, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: bool | None = None) -> Tensor:
+    """Smallest element over ``axis`` (computed as a max, so ties split the gradient evenly)."""
     x, axes, keepdims = _reduce_args(x, axis, keepdims, dim, keepdim, "min")
     if x.dtype.is_bool:
         return cast(min(cast(x, "int32"), axes, keepdims), "bool")
@@ -571,6 +585,7 @@ def expand(x: Any, *shape: Any) -> Tensor:
 
 
 def squeeze(x: Any, dim: Any = None) -> Tensor:
+    """Drop size-1 axes (all of them, or those in ``dim``)."""
     x = as_tensor(x)
     axes = _axes(dim, x.ndim, "squeeze", [(x.shape, x.dtype)]) if dim is not None else tuple(i for i, s in enumerate(x.shape) if s == 1)
     axes = tuple(a for a in axes if x.shape[a] == 1)
@@ -578,12 +593,14 @@ def squeeze(x: Any, dim: Any = None) -> Tensor:
 
 
 def unsqueeze(x: Any, dim: int) -> Tensor:
+    """Insert a size-1 axis at ``dim``."""
     x = as_tensor(x)
     d = _axis(dim, x.ndim + 1, "unsqueeze", [(x.shape, x.dtype)])
     return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
 
 
 def flatten(x: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge axes ``start_dim..end_dim`` into one (a reshape)."""
     x = as_tensor(x)
     if x.ndim == 0:
         return reshape(x, (1,))
@@ -684,6 +701,7 @@ def split(x: Any, split_size_or_sections: Any, dim: int = 0) -> list[Tensor]:
 
 
 def chunk(x: Any, chunks: int, dim: int = 0) -> list[Tensor]:
+    """Split into ``chunks`` pieces of equal size along ``dim`` (the last may be smaller)."""
     x = as_tensor(x)
     n = x.shape[_axis(dim, x.ndim, "chunk", [(x.shape, x.dtype)])]
     return split(x, _py_max(1, -(-n // chunks)), dim)
@@ -738,6 +756,7 @@ def scatter_add(x: Any, index: Any, updates: Any, axis: int = 0) -> Tensor:
 
 
 def one_hot(index: Any, num_classes: int, dtype: Any = "float32") -> Tensor:
+    """``index`` as one-hot vectors of ``num_classes`` along a new last axis."""
     idx = as_tensor(index)
     classes = iota(idx.shape + (num_classes,), idx.ndim, idx.dtype)
     return cast(eq(unsqueeze(idx, -1), classes), dtype)

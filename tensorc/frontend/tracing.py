@@ -106,6 +106,7 @@ _state = _State()
 
 
 def current_trace() -> Trace | None:
+    """The innermost active trace, or None in eager mode."""
     return _state.stack[-1] if _state.stack else None
 
 
@@ -126,6 +127,7 @@ class trace_scope:
 
 
 def format_types(op: str, types: Sequence[tuple[Any, Any]]) -> str:
+    """Operand types joined as an error message shows them (``f32[4,8] @ f32[7,16]``)."""
     sym = REGISTRY[op].symbol if op in REGISTRY else ","
     parts = [type_str(s, d) if not isinstance(d, tuple) else "(tuple)" for s, d in types]
     return (f" {sym} " if sym != "," else ", ").join(parts)
@@ -182,12 +184,14 @@ def apply(op: str, inputs: Sequence[Tensor], attrs: dict[str, Any] | Attrs | Non
 
 
 def is_traced(x: Any) -> bool:
+    """True for a Tensor that is a node of some trace."""
     from .tensor import Tensor
 
     return isinstance(x, Tensor) and x._trace is not None
 
 
 def concrete_value(t: Tensor, what: str) -> np.ndarray:
+    """The numpy value of an eager tensor; TracerError naming ``what`` for a traced one."""
     if t._trace is not None:
         loc = user_location()
         where = f" at {loc}" if loc else ""

@@ -36,6 +36,7 @@ Type = tuple[Any, Any]
 
 
 def stats_dtype(dt: DType) -> DType:
+    """The dtype statistics are kept in: float64 for float64 inputs, else float32."""
     return dtypes.float64 if dt == dtypes.float64 else dtypes.float32
 
 

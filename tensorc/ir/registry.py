@@ -34,6 +34,7 @@ RefImpl = Callable[..., Any]
 
 @dataclass
 class OpDef:
+    """One op's declaration: type rule, numpy reference, cost, and (set by autodiff) its VJP rule."""
     name: str
     kind: str  # "elementwise", "reduce", "movement", "matmul", "index", "source", "control"
     infer: TypeRule
@@ -54,6 +55,7 @@ REGISTRY: dict[str, OpDef] = {}
 
 
 def register(opdef: OpDef) -> OpDef:
+    """Add an op to the registry (each name once)."""
     if opdef.name in REGISTRY:
         raise ValueError(f"op {opdef.name!r} registered twice")
     REGISTRY[opdef.name] = opdef
@@ -61,6 +63,7 @@ def register(opdef: OpDef) -> OpDef:
 
 
 def get_op(name: str) -> OpDef:
+    """The registry entry of ``name`` (KeyError naming it if unknown)."""
     try:
         return REGISTRY[name]
     except KeyError:
@@ -74,6 +77,7 @@ def _nbytes(shape: Any, dtype: Any) -> int:
 
 
 def op_cost(opdef: OpDef, node: Node) -> tuple[int, int]:
+    """(FLOPs, bytes) of ``node`` run on its own; fused ops state their FLOPs in ``extra['flops']``."""
     out_bytes = _nbytes(node.shape, node.dtype)
     in_bytes = sum(_nbytes(i.shape, i.dtype) for i in node.inputs)
     if "flops" in opdef.extra:  # fused ops state their own FLOP count
@@ -105,8 +109,10 @@ def check(cond: bool, detail: str, kind: type[Exception] = ShapeError) -> None:
 
 
 def check_dtype(cond: bool, detail: str) -> None:
+    """Raise ``DTypeError(detail)`` unless ``cond``."""
     check(cond, detail, DTypeError)
 
 
 def dtype_of(t: tuple[Any, Any]) -> DType:
+    """The dtype part of a ``(shape, dtype)`` type."""
     return t[1]

@@ -33,6 +33,7 @@ def gelu(x: Any, approximate: str = "none") -> Tensor:
 
 
 def silu(x: Any) -> Tensor:
+    """``x * sigmoid(x)`` (also called swish)."""
     x = ops.as_tensor(x)
     return ops.mul(x, ops.sigmoid(x))
 
@@ -114,6 +115,7 @@ def cross_entropy(input: Any, target: Any, ignore_index: int = -100, reduction: 
 
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean (or sum, or elementwise) squared difference, as ``torch.nn.functional.mse_loss``."""
     d = ops.sub(input, target)
     sq = ops.mul(d, d)
     return ops.mean(sq) if reduction == "mean" else ops.sum(sq) if reduction == "sum" else sq
@@ -175,6 +177,7 @@ def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: An
 
 
 def one_hot(tensor: Any, num_classes: int) -> Tensor:
+    """int64 one-hot vectors, as ``torch.nn.functional.one_hot``."""
     return ops.one_hot(tensor, num_classes, "int64")
 
 __all__ = [

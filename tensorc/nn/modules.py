@@ -366,4 +366,5 @@ def unflatten_parameters(flat: dict[str, Any], like: Any, prefix: str = "") -> A
 
 
 def count_parameters(params: Any) -> int:
+    """The number of scalars in a parameter pytree."""
     return int(sum(np.size(v) for v in named_parameters(params).values()))

@@ -41,22 +41,26 @@ Mapper = Callable[[Node], Node]
 
 @dataclass
 class Match:
+    """A found pattern: its name, how to build the replacement, and the nodes it subsumes."""
     pattern: str
     build: Callable[[Mapper], Node]  # makes the replacement from mapped external inputs
     interior: set[int] = field(default_factory=set)  # ids of nodes the match subsumes
 
 
 def make(op: str, inputs: list[Node], attrs: dict[str, Any], loc: Any) -> Node:
+    """A new node of ``op`` with its type from the registry's rule."""
     a = Attrs(attrs)
     shape, dtype = REGISTRY[op].infer([(i.shape, i.dtype) for i in inputs], a)
     return Node(op, tuple(inputs), a, shape, dtype, loc)
 
 
 def first_output(node: Node) -> Node:
+    """``tuple_get(node, 0)``."""
     return Node("tuple_get", (node,), Attrs({"index": 0}), node.shape[0], node.dtype[0], node.loc)
 
 
 def view_as(node: Node, shape: tuple[int, ...]) -> Node:
+    """``node`` reshaped to ``shape`` (itself if it already has it)."""
     return node if node.shape == shape else make("reshape", [node], {"shape": shape}, node.loc)
 
 

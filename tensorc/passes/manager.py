@@ -24,6 +24,7 @@ PassFn = Callable[[Graph], Graph]
 
 @dataclass
 class PassRecord:
+    """What one pass did: name, time, node counts, whether it changed the graph."""
     name: str
     seconds: float
     nodes_before: int

@@ -78,6 +78,7 @@ def mean_of(node: Node) -> tuple[Node, tuple[int, ...]] | None:
 
 
 def is_trailing(axes: tuple[int, ...], ndim: int) -> bool:
+    """True if ``axes`` are the last ``len(axes)`` axes of a rank-``ndim`` value."""
     return len(axes) >= 1 and tuple(axes) == tuple(range(ndim - len(axes), ndim))
 
 

@@ -62,27 +62,22 @@ def _lossless(small: object, wide: object) -> bool:
                      ("bool", "int64"), ("bool", "float32"), ("bool", "float64"), ("uint32", "int64")}
 
 
+# op -> (identity element, whether it is also a left identity)
+_IDENTITIES = {"add": (0, True), "mul": (1, True), "sub": (0, False), "div": (1, False)}
+
+
 def algebraic(node: Node) -> Node | None:
-    """x+0, x-0, x*1, x/1, --x. (x*0 is kept: it is NaN for x = inf.)"""
-    op = node.op
-    if op == "add":
-        a, b = node.inputs
-        if _is_scalar(b, 0):
-            return a
-        if _is_scalar(a, 0):
-            return b
-    elif op == "sub" and _is_scalar(node.inputs[1], 0):
-        return node.inputs[0]
-    elif op == "mul":
-        a, b = node.inputs
-        if _is_scalar(b, 1):
-            return a
-        if _is_scalar(a, 1):
-            return b
-    elif op == "div" and _is_scalar(node.inputs[1], 1):
-        return node.inputs[0]
-    elif op == "neg" and node.inputs[0].op == "neg":
+    """x+0, 0+x, x-0, x*1, 1*x, x/1, --x. (x*0 is kept: it is NaN for x = inf.)"""
+    if node.op == "neg" and node.inputs[0].op == "neg":
         return node.inputs[0].inputs[0]
+    if node.op not in _IDENTITIES:
+        return None
+    unit, commutes = _IDENTITIES[node.op]
+    a, b = node.inputs
+    if _is_scalar(b, unit):
+        return a
+    if commutes and _is_scalar(a, unit):
+        return b
     return None
 
 

@@ -71,8 +71,8 @@ def _data_error(node: Node, in_types: list[tuple[Any, Any]], e: Exception) -> Te
     return kind(f"{node.op}{where}: {operands}: {detail}")
 
 
-def evaluate(graph: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Run ``graph`` on ``args`` (one array per graph input); return its outputs."""
+def bind_inputs(graph: Graph, args: Sequence[Any]) -> dict[int, Any]:
+    """``{id(param): array}`` for ``graph``'s inputs, checking count, shapes and dtypes."""
     if len(args) != len(graph.inputs):
         raise TensorcError(f"graph {graph.name} takes {len(graph.inputs)} inputs, given {len(args)}")
     values: dict[int, Any] = {}
@@ -81,6 +81,12 @@ def evaluate(graph: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         if arr.shape != p.shape or arr.dtype != p.dtype.np:
             raise TensorcError(f"graph {graph.name}: input {p.attrs.get('name')} wants {p.type_str}, given {arr.dtype}{list(arr.shape)}")
         values[id(p)] = arr
+    return values
+
+
+def evaluate(graph: Graph, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run ``graph`` on ``args`` (one array per graph input); return its outputs."""
+    values = bind_inputs(graph, args)
     # Free each value after its last use so big graphs do not hold every temporary.
     last_use: dict[int, int] = {}
     order = graph.nodes

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...errors import TensorcError
-from .interpreter import evaluate_node
+from .interpreter import bind_inputs, evaluate_node
 
 if TYPE_CHECKING:
     from ...schedule import Schedule
@@ -54,14 +54,7 @@ def run_schedule(schedule: Schedule, args: Sequence[Any],
 
     ``kernel_runner`` runs one kernel (a native backend passes its own, falling back to :func:`run_kernel`)."""
     graph = schedule.graph
-    if len(args) != len(graph.inputs):
-        raise TensorcError(f"graph {graph.name} takes {len(graph.inputs)} inputs, given {len(args)}")
-    stored: dict[int, Any] = {}
-    for p, a in zip(graph.inputs, args):
-        arr = np.asarray(a)
-        if arr.shape != p.shape or arr.dtype != p.dtype.np:
-            raise TensorcError(f"graph {graph.name}: input {p.attrs.get('name')} wants {p.type_str}, given {arr.dtype}{list(arr.shape)}")
-        stored[id(p)] = arr
+    stored = bind_inputs(graph, args)
     for b in schedule.buffers:
         if b.node.op == "const":
             stored[id(b.node)] = b.node.attrs["value"].array
