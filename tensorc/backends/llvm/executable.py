@@ -57,6 +57,11 @@ class NativeModule:
         mod.verify()
         pto = llvm.create_pipeline_tuning_options(speed_level=opt)
         pto.slp_vectorization = True
+        # Unrolling and interleaving made the compile of some loop nests 20x slower (seconds per
+        # kernel, for reductions with masked strided loads) for a few percent at run time; the
+        # library kernels (GEMM, attention) unroll by hand where it pays.
+        pto.loop_unrolling = False
+        pto.loop_interleaving = False
         pb = llvm.create_pass_builder(self.tm, pto)
         pb.getModulePassManager().run(mod, pb)
         self.module = mod
@@ -65,9 +70,21 @@ class NativeModule:
         self.engine.finalize_object()
         self.functions = {n: _KERNEL_FN(self.engine.get_function_address(n)) for n in names}
 
+    def address(self, name: str) -> int:
+        """The address of function ``name`` in the compiled code."""
+        return self.engine.get_function_address(name)
+
     def asm(self) -> str:
         """The host assembly of the optimized module."""
         return str(self.tm.emit_assembly(self.module))
+
+
+def compile_ir(ir_text: str, name: str = "module") -> NativeModule:
+    """Compile LLVM IR text for the host CPU (O3); look functions up with ``.address(name)``."""
+    from .parallel import load_runtime
+
+    load_runtime()
+    return NativeModule(ir_text, [])
 
 
 class LLVMExecutable:

@@ -1,0 +1,1 @@
+"""Library kernels of the LLVM backend (see :mod:`tensorc.backends.llvm.library`)."""

@@ -1,0 +1,160 @@
+"""Parallel loops in generated code, run by OpenMP's runtime (libgomp).
+
+:func:`parallel_for` emits ``for i in range(n)`` whose iterations are split
+into contiguous chunks over the threads of one ``GOMP_parallel`` region. The
+loop body goes into an outlined function ``void f(ptr data)``; the values it
+needs from the enclosing function travel in a stack struct. A region costs
+about 1 µs (``shared/research/llvm-cpu-facts.md``: Python thread pools cost
+about 60 µs, so they are not used); a loop whose work is below a threshold
+calls the outlined function directly on the calling thread, where
+``omp_get_num_threads()`` is 1.
+
+Why libgomp: it ships with the system compiler (``libgomp.so.1``), MCJIT
+resolves its symbols once the library is loaded, and its workers spin
+briefly after a region, so back-to-back kernels do not pay a wake-up. The
+thread count is OpenMP's (``OMP_NUM_THREADS``, else every core);
+:func:`set_num_threads` changes it for later regions.
+
+>>> import llvmlite.ir as ir
+>>> m = ir.Module()
+>>> f = ir.Function(m, ir.FunctionType(ir.VoidType(), [ir.IntType(64)]), "f")
+>>> b = ir.IRBuilder(f.append_basic_block())
+>>> parallel_for(b, f.args[0], [], lambda b, lo, hi, vals: None, "f.par")
+>>> _ = b.ret_void()
+>>> "GOMP_parallel" in str(m)
+True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Callable, Sequence
+
+import llvmlite.ir as ir
+
+from ...errors import TensorcError
+
+I32, I64 = ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+_gomp: ctypes.CDLL | None = None
+
+#: Body callback: ``body(builder, start, end, values)`` emits the iterations ``start <= i < end``;
+#: ``values`` are the captured values, loaded inside the outlined function.
+Body = Callable[[ir.IRBuilder, ir.Value, ir.Value, list[ir.Value]], None]
+
+
+def load_runtime() -> ctypes.CDLL:
+    """Load libgomp for this process (once) so that MCJIT can resolve ``GOMP_parallel``."""
+    global _gomp
+    if _gomp is None:
+        import llvmlite.binding as llvm
+
+        name = ctypes.util.find_library("gomp") or "libgomp.so.1"
+        try:
+            _gomp = ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+        except OSError as e:
+            raise TensorcError(f"the LLVM backend needs OpenMP's runtime (libgomp.so.1) for parallel kernels: {e}; "
+                               "install the system package libgomp1") from None
+        llvm.load_library_permanently(name)
+    return _gomp
+
+
+def num_threads() -> int:
+    """How many threads a parallel region uses."""
+    return int(load_runtime().omp_get_max_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in later parallel regions (OpenMP's ``omp_set_num_threads``)."""
+    if n < 1:
+        raise TensorcError(f"set_num_threads: need at least 1 thread, got {n}")
+    load_runtime().omp_set_num_threads(int(n))
+
+
+def _declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ret, list(args)), name=name)
+        fn.attributes.add("nounwind")
+    return fn
+
+
+def parallel_for(b: ir.IRBuilder, n: ir.Value, captured: Sequence[ir.Value], body: Body, name: str,
+                 serial_below: ir.Value | None = None, grain: int = 1) -> None:
+    """Emit ``for i in range(n)`` at ``b``, chunked over OpenMP threads.
+
+    ``captured``: values of the current function the body reads (any first-class type).
+    ``serial_below``: an ``i1``; when true at run time the loop runs on the calling thread
+    without opening a region (for small work). ``grain``: chunk starts are rounded to a
+    multiple of it (so each thread gets whole vector or cache blocks).
+    """
+    module = b.module
+    load_runtime()
+    tys = [v.type for v in captured]
+    struct = ir.LiteralStructType([I64, *tys])
+    outlined = ir.Function(module, ir.FunctionType(VOID, [PTR]), name=name)
+    outlined.linkage = "internal"
+    outlined.attributes.add("nounwind")
+    ob = ir.IRBuilder(outlined.append_basic_block("entry"))
+    data = outlined.args[0]
+
+    def field(i: int, ty: ir.Type) -> ir.Value:
+        return ob.load(ob.gep(data, [I32(0), I32(i)], source_etype=struct, inbounds=True), typ=ty)
+
+    total = field(0, I64)
+    vals = [field(i + 1, t) for i, t in enumerate(tys)]
+    tid = ob.sext(ob.call(_declare(module, "omp_get_thread_num", I32, []), []), I64)
+    nth = ob.sext(ob.call(_declare(module, "omp_get_num_threads", I32, []), []), I64)
+    g = I64(grain)
+    blocks = ob.udiv(ob.add(total, I64(grain - 1)), g)
+    per = ob.udiv(ob.add(blocks, ob.sub(nth, I64(1))), nth)
+    start = ob.mul(ob.mul(per, tid), g)
+    stop = ob.mul(ob.mul(per, ob.add(tid, I64(1))), g)
+    start = ob.select(ob.icmp_unsigned("<", start, total), start, total)
+    stop = ob.select(ob.icmp_unsigned("<", stop, total), stop, total)
+    body(ob, start, stop, vals)
+    ob.ret_void()
+
+    slot = b.alloca(struct)
+    slot.type = PTR
+    for i, v in enumerate([n, *captured]):
+        b.store(v, b.gep(slot, [I32(0), I32(i)], source_etype=struct, inbounds=True))
+    gomp = _declare(module, "GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+    if serial_below is None:
+        b.call(gomp, [outlined, slot, I32(0), I32(0)])
+        return
+    with b.if_else(serial_below) as (serial, parallel):
+        with serial:
+            b.call(outlined, [slot])
+        with parallel:
+            b.call(gomp, [outlined, slot, I32(0), I32(0)])
+
+
+def counted_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body: Callable[[ir.Value], None],
+                 step: int = 1, name: str = "i") -> None:
+    """Emit ``for i in range(start, stop, step)`` at ``b``; ``body(i)`` emits one iteration."""
+    fn = b.function
+    pre = b.block
+    head = fn.append_basic_block(f"{name}.head")
+    loop = fn.append_basic_block(f"{name}.body")
+    done = fn.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name=name)
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", i, stop), loop, done)
+    b.position_at_end(loop)
+    body(i)
+    nxt = b.add(i, I64(step), flags=("nsw",))
+    i.add_incoming(nxt, b.block)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def threads_env() -> str:
+    """``OMP_NUM_THREADS`` as set in the environment (for reports), or ``"all cores"``."""
+    return os.environ.get("OMP_NUM_THREADS", "all cores")
