@@ -198,3 +198,57 @@ def test_gpt_block_forward_and_backward(dtype: Any) -> None:
     np.testing.assert_allclose(np.asarray(loss_l), np.asarray(loss_r), rtol=tol, atol=tol)
     for k in p:
         np.testing.assert_allclose(np.asarray(g_l[k]), np.asarray(g_r[k]), rtol=tol, atol=tol, err_msg=k)
+
+
+# ---------------------------------------------------------------------------- parallel regions
+# Sizes above the backend's PARALLEL_MIN_WORK, so the outer loops run over OpenMP threads.
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_parallel_kernels_match_reference(threads: int) -> None:
+    from tensorc.backends.llvm.parallel import num_threads, set_num_threads
+
+    before = num_threads()
+    set_num_threads(threads)
+    try:
+        x = rand(3001, 257)
+        v = rand(300_007)
+        check(lambda a: a * 2.0 + 1.0, v, exact=True)  # one long elementwise loop, chunked over threads
+        check(lambda a: tc.softmax(a, -1), x)  # rows over threads
+        check(lambda a: a.sum(0), x)  # a column reduction accumulates across rows: must stay race-free
+        check(lambda a: (a * a).sum(), v)  # a full reduction
+        check(lambda a: tc.exp(a).sum(0, keepdims=True) * a, x, native=False)
+    finally:
+        set_num_threads(before)
+
+
+def test_large_elementwise_kernel_opens_a_parallel_region() -> None:
+    exe = check(lambda a: a * 3.0, rand(1 << 16), exact=True)
+    assert "GOMP_parallel" in exe.ir_text
+    small = check(lambda a: a * 3.0, rand(64), exact=True)
+    assert "GOMP_parallel" not in small.ir_text
+
+
+# ---------------------------------------------------------------------------- library steps
+
+
+def test_library_step_runs_the_routine_and_the_epilogue_natively(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A matmul kernel runs its routine from the library registry, then its bias + GELU epilogue as a loop nest."""
+    from tensorc.backends.llvm import library
+
+    library.load_kernels()
+    calls = []
+
+    def fake_matmul(ctx: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        calls.append((a.shape, b.shape))
+        return np.matmul(a, b)
+
+    monkeypatch.setitem(library.IMPLS, "matmul", fake_matmul)
+    x, w, bias = rand(6, 5), rand(5, 7), rand(7)
+    exe = check(lambda x, w, b: F.gelu(x @ w + b), x, w, bias)
+    step = next(iter(exe.library.values()))
+    assert step.node.op == "matmul" and step.epilogue is not None
+    assert calls == [((6, 5), (5, 7))]
+    # The routine may decline a case (returns None): the reference runs it instead.
+    monkeypatch.setitem(library.IMPLS, "matmul", lambda ctx, a, b: None)
+    check(lambda x, w, b: tc.relu(x @ w + b), x, w, bias)

@@ -119,8 +119,9 @@ def split_view(view: View, index: tuple[Affine, ...], src_shape: tuple[int, ...]
 
 
 class _Lowerer:
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, preloaded: frozenset[int] = frozenset()) -> None:
         self.kernel = kernel
+        self.preloaded = preloaded  # computations of the kernel that another routine already stored
         self.members = {id(n) for n in kernel.nodes}
         self.exec = {id(n): n for n in kernel.exec_nodes}
         self.args: list[Node] = []
@@ -141,7 +142,8 @@ class _Lowerer:
         return self.arg_of[id(node)]
 
     def computable(self, node: Node) -> bool:
-        return id(node) in self.exec and node.op not in MOVEMENT_OPS and node.op not in ("param", "const")
+        return (id(node) in self.exec and node.op not in MOVEMENT_OPS and node.op not in ("param", "const")
+                and id(node) not in self.preloaded)
 
     def read(self, inp: Node, index: tuple[Affine, ...], copy: Node | None = None) -> Expr:
         """The value of operand ``inp`` at ``index``, through the movement ops between it and its source
@@ -233,7 +235,9 @@ class _Lowerer:
         k = self.kernel
         if k.domain is None or k.body is not None:
             raise Unsupported("no iteration space")
-        outputs = list(k.outputs)
+        outputs = [o for o in k.outputs if id(o) not in self.preloaded]
+        if not outputs:
+            raise Unsupported("nothing left to compute")
         reduces = [n for n in k.nodes if n.op in REDUCE_OPS]
         if reduces:
             shape, red = tuple(reduces[0].inputs[0].shape), tuple(reduces[0].attrs["axes"])
@@ -311,14 +315,18 @@ class _Lowerer:
         for r in reduces:
             self.in_memory[id(r)] = self.arg_of[id(r)]
         stored = [o for o in row_out if id(o) not in self.in_memory]
-        return (nest(rows, init, "parallel") + nest(list(range(len(shape))), step, "parallel")
+        # The walk over the input accumulates into the row buffer across its outer (reduced) axes: serial.
+        return (nest(rows, init, "parallel") + nest(list(range(len(shape))), step, "serial")
                 + (nest(rows, [store(o, self.row_index) for o in stored], "parallel") if stored else []))
 
 
-def lower_kernel(kernel: Kernel, name: str | None = None) -> LoweredKernel | None:
-    """The loop nest of ``kernel``, or None when it holds something this backend does not lower yet."""
+def lower_kernel(kernel: Kernel, name: str | None = None, preloaded: frozenset[int] = frozenset()) -> LoweredKernel | None:
+    """The loop nest of ``kernel``, or None when it holds something this backend does not lower yet.
+
+    ``preloaded``: ids of computations of the kernel that are already in memory (a matmul a library
+    routine computed): the loop nest reads them and computes only the rest (the epilogue)."""
     try:
-        return _Lowerer(kernel).lower(name or f"kernel{kernel.index}")
+        return _Lowerer(kernel, preloaded).lower(name or f"kernel{kernel.index}")
     except Unsupported:
         return None
 

@@ -36,6 +36,7 @@ from ...kernel.ir import (
     Unary,
     Where,
 )
+from .parallel import counted_loop, parallel_for
 
 I1, I8, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(64)
 PTR = ir.PointerType()
@@ -68,6 +69,23 @@ def _const(dt: DType, value: float | int | bool) -> ir.Constant:
     return ir.Constant(value_type(dt), v & ((1 << (dt.itemsize * 8)) - 1) if dt == dtypes.uint32 else v)
 
 
+PARALLEL_MIN_WORK = 1 << 15  # innermost iterations below which a parallel loop runs on one thread
+
+
+def _work(s: Stmt) -> int:
+    """Innermost iterations of a statement (a static estimate of its work)."""
+    if isinstance(s, Loop):
+        return s.extent * max(1, sum(_work(c) for c in s.body))
+    return 1
+
+
+def _parallel_ok(s: Loop) -> bool:
+    """A loop the lowerer marked parallel, or an elementwise loop (only stores, so iterations are independent)."""
+    if s.kind == "parallel":
+        return True
+    return s.kind == "vector" and all(isinstance(c, Store) for c in s.body)
+
+
 class FuncEmitter:
     """Emits one loop nest into ``module``."""
 
@@ -86,6 +104,10 @@ class FuncEmitter:
         self.alloca_builder.branch(body)
         self.alloca_builder.position_at_start(entry)
         self.b = ir.IRBuilder(body)
+        self.fn = self.impl  # the function being filled (an outlined parallel body while inside one)
+        self.args: list[ir.Value] = list(self.impl.args)
+        self.in_parallel = False
+        self.n_regions = 0
         self.vars: dict[str, ir.Value] = {}
         self.accs: dict[str, tuple[ir.Value, DType]] = {}
         self.cache: dict[int, ir.Value] = {}
@@ -134,16 +156,19 @@ class FuncEmitter:
                 dt = s.value.dtype
                 if dt == dtypes.bool_:
                     v = self.b.zext(v, I8)
-                ptr = self.b.gep(self.impl.args[s.buf], [self.affine(s.offset)], source_etype=memory_type(dt), inbounds=True)
+                ptr = self.b.gep(self.args[s.buf], [self.affine(s.offset)], source_etype=memory_type(dt), inbounds=True)
                 self.b.store(v, ptr, align=dt.itemsize)
             else:
                 raise TypeError(type(s).__name__)
 
     def loop(self, s: Loop) -> None:
+        if not self.in_parallel and _parallel_ok(s) and _work(s) >= PARALLEL_MIN_WORK and s.extent > 1:
+            self.parallel_loop(s)
+            return
         pre = self.b.block
-        header = self.impl.append_basic_block(f"{s.var}.head")
-        body = self.impl.append_basic_block(f"{s.var}.body")
-        done = self.impl.append_basic_block(f"{s.var}.done")
+        header = self.fn.append_basic_block(f"{s.var}.head")
+        body = self.fn.append_basic_block(f"{s.var}.body")
+        done = self.fn.append_basic_block(f"{s.var}.done")
         self.b.branch(header)
         self.b.position_at_end(header)
         i = self.b.phi(I64, name=s.var)
@@ -160,6 +185,32 @@ class FuncEmitter:
         if saved is not None:
             self.vars[s.var] = saved
         self.cache = {}
+
+    def parallel_loop(self, s: Loop) -> None:
+        """``s`` split over OpenMP threads: its body moves into an outlined function."""
+        names = list(self.vars)
+        captured = self.args + [self.vars[n] for n in names]
+        saved = (self.fn, self.b, self.alloca_builder, self.args, self.vars, self.cache)
+
+        def body(ob: ir.IRBuilder, lo: ir.Value, hi: ir.Value, vals: list[ir.Value]) -> None:
+            self.fn, self.b, self.in_parallel = ob.function, ob, True
+            self.alloca_builder = ir.IRBuilder(ob.function.entry_basic_block)
+            self.alloca_builder.position_at_start(ob.function.entry_basic_block)
+            nbuf = len(self.args)
+            self.args = vals[:nbuf]
+            self.vars = dict(zip(names, vals[nbuf:]))
+            self.cache = {}
+
+            def one(i: ir.Value) -> None:
+                self.vars[s.var] = i
+                self.block(s.body)
+
+            counted_loop(ob, lo, hi, one, name=s.var)
+
+        self.n_regions += 1
+        parallel_for(self.b, ir.Constant(I64, s.extent), captured, body, f"{self.func.name}.par{self.n_regions}")
+        self.fn, self.b, self.alloca_builder, self.args, self.vars, self.cache = saved
+        self.in_parallel = False
 
     # ------------------------------------------------------------------ expressions
 
@@ -232,7 +283,7 @@ class FuncEmitter:
         if cond is not None:
             off = b.select(cond, off, ir.Constant(I64, 0))
         mt = memory_type(e.dtype)
-        ptr = b.gep(self.impl.args[e.buf], [off], source_etype=mt, inbounds=True)
+        ptr = b.gep(self.args[e.buf], [off], source_etype=mt, inbounds=True)
         v = b.load(ptr, typ=mt, align=e.dtype.itemsize)
         if e.dtype == dtypes.bool_:
             v = b.icmp_unsigned("!=", v, ir.Constant(I8, 0))

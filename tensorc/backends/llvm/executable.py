@@ -13,13 +13,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...errors import TensorcError
+from ...ir.node import Node
 from ...kernel.lower import LoweredKernel, lower_kernel
+from ..reference.interpreter import evaluate_node
 from ..reference.schedule_runner import run_kernel, run_schedule
 from .codegen import build_module
+from .library import native_impl
 
 if TYPE_CHECKING:
     from ...schedule import Schedule
@@ -87,10 +93,30 @@ def compile_ir(ir_text: str, name: str = "module") -> NativeModule:
     return NativeModule(ir_text, [])
 
 
+LIBRARY_OPS = ("matmul", "fused_attention", "fused_attention_bwd", "fused_layernorm", "fused_layernorm_bwd",
+               "fused_softmax_xent", "fused_softmax_xent_bwd")
+
+
+@dataclass
+class LibraryStep:
+    """A kernel built around one library routine (``node``: a matmul or a fused op).
+
+    The views it reads through are numpy views; ``impl`` computes ``node`` natively; the
+    elementwise epilogue (matmul + bias + activation) is the loop nest ``epilogue``, which reads
+    the routine's result from memory, or runs with the reference semantics when it has none."""
+
+    kernel: Kernel
+    node: Node
+    impl: Callable[..., Any]
+    epilogue: LoweredKernel | None
+
+
 class LLVMExecutable:
     """A schedule bound to the LLVM CPU backend: call it with numpy arrays.
 
-    ``native`` maps kernel index to its loop nest; ``module`` is None when no kernel is supported.
+    ``native`` maps kernel index to its loop nest, ``library`` to its library step (a matmul or
+    fused op run by a hand-scheduled routine of :mod:`tensorc.backends.llvm.library`);
+    ``module`` is None when no kernel has a loop nest.
     """
 
     target = "llvm"
@@ -99,27 +125,30 @@ class LLVMExecutable:
         self.schedule = schedule
         self.graph = schedule.graph
         self.native: dict[int, LoweredKernel] = {}
+        self.library: dict[int, LibraryStep] = {}
         for k in schedule.kernels:
             lowered = lower_kernel(k, f"k{k.index}")
             if lowered is not None:
                 self.native[k.index] = lowered
+                continue
+            step = _library_step(k)
+            if step is not None:
+                self.library[k.index] = step
+        funcs = [lk.func for lk in self.native.values()]
+        funcs += [st.epilogue.func for st in self.library.values() if st.epilogue is not None]
         self.ir_text = ""
         self.module: NativeModule | None = None
-        if self.native:
-            funcs = [lk.func for lk in self.native.values()]
+        if funcs:
             self.ir_text = str(build_module(funcs, self.graph.name))
             self.module = NativeModule(self.ir_text, [f.name for f in funcs])
 
     @property
     def fallback_kernels(self) -> list[Kernel]:
         """Kernels that run with the reference semantics."""
-        return [k for k in self.schedule.kernels if k.index not in self.native]
+        return [k for k in self.schedule.kernels if k.index not in self.native and k.index not in self.library]
 
-    def _run_kernel(self, schedule: Schedule, kernel: Kernel, stored: dict[int, Any]) -> None:
-        lk = self.native.get(kernel.index)
-        if lk is None or self.module is None:
-            run_kernel(schedule, kernel, stored)
-            return
+    def _call(self, lk: LoweredKernel, stored: dict[int, Any]) -> None:
+        assert self.module is not None
         outs = {id(o): np.empty(o.shape, o.dtype.np) for o in lk.outputs}
         scratch = {id(o): np.empty(o.shape, o.dtype.np) for o in lk.scratch}
         addrs = []
@@ -137,5 +166,63 @@ class LLVMExecutable:
             self.module.functions[lk.func.name](ctypes.addressof(table))
         stored.update(outs)
 
+    def _run_library(self, schedule: Schedule, step: LibraryStep, stored: dict[int, Any]) -> None:
+        kernel, local = step.kernel, {}
+        for node in kernel.exec_nodes:
+            operands = [_operand(schedule, kernel, inp, local, stored) for inp in node.inputs]
+            local[id(node)] = evaluate_node(node, operands, step.impl if node is step.node else None)
+            if node is step.node:
+                break
+        if step.epilogue is not None:
+            stored[id(step.node)] = local[id(step.node)]
+            self._call(step.epilogue, stored)
+            if step.node not in kernel.outputs:
+                del stored[id(step.node)]
+            return
+        for node in kernel.exec_nodes:
+            if id(node) not in local:
+                operands = [_operand(schedule, kernel, inp, local, stored) for inp in node.inputs]
+                local[id(node)] = evaluate_node(node, operands)
+        for out in kernel.outputs:
+            stored[id(out)] = local[id(out)]
+
+    def _run_kernel(self, schedule: Schedule, kernel: Kernel, stored: dict[int, Any]) -> None:
+        lk = self.native.get(kernel.index)
+        if lk is not None:
+            self._call(lk, stored)
+            return
+        step = self.library.get(kernel.index)
+        if step is not None:
+            self._run_library(schedule, step, stored)
+            return
+        run_kernel(schedule, kernel, stored)
+
     def __call__(self, *args: np.ndarray) -> list[np.ndarray]:
         return run_schedule(self.schedule, args, self._run_kernel)
+
+
+def _operand(schedule: Schedule, kernel: Kernel, inp: Node, local: dict[int, Any], stored: dict[int, Any]) -> Any:
+    if id(inp) in local:
+        return local[id(inp)]
+    if id(inp) in stored:
+        return stored[id(inp)]
+    if inp.op == "const":
+        return inp.attrs["value"].array
+    raise TensorcError(f"kernel {kernel.index} ({kernel.pattern}) reads {schedule.name(inp)}, which no earlier "
+                       "kernel stored (scheduler bug)")
+
+
+def _library_step(kernel: Kernel) -> LibraryStep | None:
+    """The library step of ``kernel`` when it is built around a matmul or fused op with a native routine."""
+    nodes = [n for n in kernel.nodes if n.op in LIBRARY_OPS]
+    if len(nodes) != 1:
+        return None
+    node = nodes[0]
+    impl = native_impl(node.op)
+    if impl is None:
+        return None
+    rest = [n for n in kernel.nodes if n is not node and n.op != "tuple_get"]
+    epilogue = None
+    if rest and not node.is_tuple:
+        epilogue = lower_kernel(kernel, f"k{kernel.index}_epilogue", frozenset({id(node)}))
+    return LibraryStep(kernel, node, impl, epilogue)
