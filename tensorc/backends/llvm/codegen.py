@@ -79,6 +79,33 @@ def _work(s: Stmt) -> int:
     return 1
 
 
+def _loaded_buffers(body: list[Stmt]) -> set[int]:
+    """Buffers some expression of ``body`` loads."""
+    found: set[int] = set()
+    seen: set[int] = set()
+
+    def expr(e: Expr) -> None:
+        if id(e) in seen:
+            return
+        seen.add(id(e))
+        if isinstance(e, LoadExpr):
+            found.add(e.buf)
+        for child in vars(e).values():
+            if isinstance(child, Expr):
+                expr(child)
+
+    def stmt(st: Stmt) -> None:
+        if isinstance(st, Loop):
+            for c in st.body:
+                stmt(c)
+        elif isinstance(st, (Store, Reduce)):
+            expr(st.value)
+
+    for st in body:
+        stmt(st)
+    return found
+
+
 def _parallel_ok(s: Loop) -> bool:
     """A loop the lowerer marked parallel, or an elementwise loop (only stores, so iterations are independent)."""
     if s.kind == "parallel":
@@ -108,6 +135,7 @@ class FuncEmitter:
         self.args: list[ir.Value] = list(self.impl.args)
         self.in_parallel = False
         self.n_regions = 0
+        self.read_bufs = _loaded_buffers(func.body)
         self.vars: dict[str, ir.Value] = {}
         self.accs: dict[str, tuple[ir.Value, DType]] = {}
         self.cache: dict[int, ir.Value] = {}
@@ -125,8 +153,13 @@ class FuncEmitter:
     # ------------------------------------------------------------------ statements
 
     def block(self, body: list[Stmt]) -> None:
+        # Consecutive stores share their common subexpressions (an optimizer step's many outputs all
+        # read one clipping factor); anything else may change what a cached value would read.
+        share = False
         for s in body:
-            self.cache = {}
+            if not (share and isinstance(s, Store)):
+                self.cache = {}
+            share = isinstance(s, Store) and s.buf not in self.read_bufs
             if isinstance(s, Loop):
                 self.loop(s)
             elif isinstance(s, AccInit):
