@@ -1,10 +1,14 @@
 """Test-session settings: the verifier runs after every pass (and on every traced
-graph), so a pass that breaks an IR invariant fails the test that exercised it."""
+graph), so a pass that breaks an IR invariant fails the test that exercised it.
+Compiled code is cached in a directory of this session (each pytest-xdist
+worker has its own), never in the user's cache."""
 
 import os
 import sys
+import tempfile
 
 import tensorc as tc
 
 tc.config.set(verify=1)
+os.environ["TENSORC_CACHE_DIR"] = tempfile.mkdtemp(prefix="tensorc-test-cache-")
 sys.path.insert(0, os.path.dirname(__file__))  # shared strategies and helpers import by name

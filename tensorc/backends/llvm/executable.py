@@ -49,36 +49,79 @@ def _init_llvm() -> Any:
     return llvm
 
 
+def _target_machine(opt: int) -> Any:
+    llvm = _init_llvm()
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                                        opt=opt, codemodel="jitdefault")
+
+
+def _optimize(tm: Any, ir_text: str, opt: int) -> Any:
+    llvm = _init_llvm()
+    mod = llvm.parse_assembly(ir_text)
+    mod.triple = llvm.get_process_triple()
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+    pto.slp_vectorization = True
+    # Unrolling and interleaving made the compile of some loop nests 20x slower (seconds per
+    # kernel, for reductions with masked strided loads) for a few percent at run time; the
+    # library kernels (GEMM, attention) unroll by hand where it pays.
+    pto.loop_unrolling = False
+    pto.loop_interleaving = False
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
 class NativeModule:
-    """A compiled module: its own TargetMachine and MCJIT engine, and the address of each entry."""
+    """A compiled module: its own TargetMachine and MCJIT engine, and the address of each entry.
+
+    The object code comes from the disk cache (:mod:`tensorc.runtime.cache`) when an entry
+    for this IR, CPU and version exists (``cached`` is then True); otherwise the IR is
+    optimized (new pass manager), compiled, and stored there.
+    """
 
     def __init__(self, ir_text: str, names: list[str], opt: int = 3) -> None:
+        import llvmlite
+
+        from ... import __version__
+        from ...runtime import cache
+
         llvm = _init_llvm()
-        target = llvm.Target.from_default_triple()
-        self.tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                                               opt=opt, codemodel="jitdefault")
-        mod = llvm.parse_assembly(ir_text)
-        mod.triple = llvm.get_process_triple()
-        mod.data_layout = str(self.tm.target_data)
-        mod.verify()
-        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-        pto.slp_vectorization = True
-        # Unrolling and interleaving made the compile of some loop nests 20x slower (seconds per
-        # kernel, for reductions with masked strided loads) for a few percent at run time; the
-        # library kernels (GEMM, attention) unroll by hand where it pays.
-        pto.loop_unrolling = False
-        pto.loop_interleaving = False
-        pb = llvm.create_pass_builder(self.tm, pto)
-        pb.getModulePassManager().run(mod, pb)
-        self.module = mod
-        self.optimized_ir = str(mod)
-        self.engine = llvm.create_mcjit_compiler(mod, self.tm)
+        self.ir_text, self.opt = ir_text, opt
+        self.tm = _target_machine(opt)
+        k = cache.key(ir_text, "llvm", llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
+                      __version__, llvmlite.__version__, str(opt))
+        obj = cache.load(k)
+        self.cached = obj is not None
+        self._module = None
+        if obj is None:
+            self._module = _optimize(self.tm, ir_text, opt)
+            obj = self.tm.emit_object(self._module)
+            cache.store(k, obj)
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
+        self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         self.functions = {n: _KERNEL_FN(self.engine.get_function_address(n)) for n in names}
 
+    @property
+    def module(self) -> Any:
+        """The optimized LLVM module (rebuilt from the IR when the code came from the cache)."""
+        if self._module is None:
+            self._module = _optimize(self.tm, self.ir_text, self.opt)
+        return self._module
+
+    @property
+    def optimized_ir(self) -> str:
+        return str(self.module)
+
     def address(self, name: str) -> int:
         """The address of function ``name`` in the compiled code."""
-        return self.engine.get_function_address(name)
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise KeyError(f"no function {name!r} in the compiled module")
+        return addr
 
     def asm(self) -> str:
         """The host assembly of the optimized module."""

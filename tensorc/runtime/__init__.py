@@ -1,0 +1,1 @@
+"""What runs a compiled program: the on-disk compile cache (:mod:`tensorc.runtime.cache`)."""
