@@ -252,3 +252,27 @@ def test_library_step_runs_the_routine_and_the_epilogue_natively(monkeypatch: py
     # The routine may decline a case (returns None): the reference runs it instead.
     monkeypatch.setitem(library.IMPLS, "matmul", lambda ctx, a, b: None)
     check(lambda x, w, b: tc.relu(x @ w + b), x, w, bias)
+
+
+# ---------------------------------------------------------------------------- scan
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_body_runs_as_a_compiled_program(reverse: bool) -> None:
+    """An RNN as a scan: the body is compiled once and run per step; forward and gradients match."""
+    w, u = rand(6, 6) * 0.5, rand(4, 6) * 0.5
+    xs = rand(9, 3, 4)
+    h0 = rand(3, 6)
+
+    def loss(w: Any, u: Any, xs: Any, h0: Any) -> Any:
+        def cell(h: Any, x: Any) -> Any:
+            h = tc.tanh(h @ w + x @ u)
+            return h, h.sum(-1)
+
+        h, ys = tc.scan(cell, h0, xs, reverse=reverse)
+        return (h * h).sum() + ys.sum()
+
+    exe = check(loss, w, u, xs, h0)
+    (step,) = [s for s in exe.library.values() if s.body is not None]
+    assert step.node.op == "scan" and not step.body.fallback_kernels
+    check(tc.grad(loss, argnums=(0, 1, 3)), w, u, xs, h0, native=False)

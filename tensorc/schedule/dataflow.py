@@ -102,7 +102,10 @@ class Dataflow:
         """The scheduling kind: the registry's, with ``copy`` for materialized views."""
         if id(node) in self.copies:
             return "copy"
-        return REGISTRY[node.op].kind
+        return _KINDS.get(node.op) or _KINDS.setdefault(node.op, REGISTRY[node.op].kind)
+
+
+_KINDS: dict[str, str] = {}
 
 
 def describe_movement(node: Node) -> str:

@@ -21,11 +21,13 @@ import numpy as np
 
 from ...errors import TensorcError
 from ...ir.node import Node
+from ...ir.registry import REGISTRY
 from ...kernel.lower import LoweredKernel, lower_kernel
 from ..reference.interpreter import evaluate_node
 from ..reference.schedule_runner import run_kernel, run_schedule
 from .codegen import build_module
 from .library import native_impl
+from .parallel import one_blas_thread
 
 if TYPE_CHECKING:
     from ...schedule import Schedule
@@ -152,6 +154,7 @@ class LibraryStep:
     node: Node
     impl: Callable[..., Any]
     epilogue: LoweredKernel | None
+    body: LLVMExecutable | None = None  # a scan's body, compiled on its own
 
 
 class LLVMExecutable:
@@ -241,7 +244,8 @@ class LLVMExecutable:
         run_kernel(schedule, kernel, stored)
 
     def __call__(self, *args: np.ndarray) -> list[np.ndarray]:
-        return run_schedule(self.schedule, args, self._run_kernel)
+        with one_blas_thread():
+            return run_schedule(self.schedule, args, self._run_kernel)
 
 
 def _operand(schedule: Schedule, kernel: Kernel, inp: Node, local: dict[int, Any], stored: dict[int, Any]) -> Any:
@@ -255,8 +259,33 @@ def _operand(schedule: Schedule, kernel: Kernel, inp: Node, local: dict[int, Any
                        "kernel stored (scheduler bug)")
 
 
+def _scan_step(kernel: Kernel) -> LibraryStep | None:
+    """A scan kernel: its body schedule compiled once, run by the scan's loop once per step."""
+    scans = [n for n in kernel.nodes if n.op == "scan"]
+    if len(scans) != 1 or kernel.body is None:
+        return None
+    body = LLVMExecutable(kernel.body)
+    ref = REGISTRY["scan"].ref
+
+    class _Ctx:
+        __slots__ = ("node",)
+
+        def __init__(self, node: Node) -> None:
+            self.node = node
+
+        def run(self, graph: Any, args: list[np.ndarray]) -> list[np.ndarray]:
+            return body(*args)
+
+    def run_scan(ctx: Any, *args: np.ndarray) -> Any:
+        return ref(_Ctx(ctx.node), *args)
+
+    return LibraryStep(kernel, scans[0], run_scan, None, body)
+
+
 def _library_step(kernel: Kernel) -> LibraryStep | None:
     """The library step of ``kernel`` when it is built around a matmul or fused op with a native routine."""
+    if kernel.body is not None:
+        return _scan_step(kernel)
     nodes = [n for n in kernel.nodes if n.op in LIBRARY_OPS]
     if len(nodes) != 1:
         return None
