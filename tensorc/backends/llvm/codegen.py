@@ -221,9 +221,9 @@ class FuncEmitter:
 
     def parallel_loop(self, s: Loop) -> None:
         """``s`` split over OpenMP threads: its body moves into an outlined function."""
-        names = list(self.vars)
-        captured = self.args + [self.vars[n] for n in names]
-        saved = (self.fn, self.b, self.alloca_builder, self.args, self.vars, self.cache)
+        names, accs = list(self.vars), list(self.accs)
+        captured = self.args + [self.vars[n] for n in names] + [self.accs[a][0] for a in accs]
+        saved = (self.fn, self.b, self.alloca_builder, self.args, self.vars, self.accs, self.cache)
 
         def body(ob: ir.IRBuilder, lo: ir.Value, hi: ir.Value, vals: list[ir.Value]) -> None:
             self.fn, self.b, self.in_parallel = ob.function, ob, True
@@ -231,7 +231,9 @@ class FuncEmitter:
             self.alloca_builder.position_at_start(ob.function.entry_basic_block)
             nbuf = len(self.args)
             self.args = vals[:nbuf]
-            self.vars = dict(zip(names, vals[nbuf:]))
+            self.vars = dict(zip(names, vals[nbuf:nbuf + len(names)]))
+            # accumulators of the enclosing function are read (their final values) through pointers
+            self.accs = {a: (v, self.accs[a][1]) for a, v in zip(accs, vals[nbuf + len(names):])}
             self.cache = {}
 
             def one(i: ir.Value) -> None:
@@ -242,7 +244,7 @@ class FuncEmitter:
 
         self.n_regions += 1
         parallel_for(self.b, ir.Constant(I64, s.extent), captured, body, f"{self.func.name}.par{self.n_regions}")
-        self.fn, self.b, self.alloca_builder, self.args, self.vars, self.cache = saved
+        self.fn, self.b, self.alloca_builder, self.args, self.vars, self.accs, self.cache = saved
         self.in_parallel = False
 
     # ------------------------------------------------------------------ expressions
