@@ -276,3 +276,84 @@ def test_scan_body_runs_as_a_compiled_program(reverse: bool) -> None:
     (step,) = [s for s in exe.library.values() if s.body is not None]
     assert step.node.op == "scan" and not step.body.fallback_kernels
     check(tc.grad(loss, argnums=(0, 1, 3)), w, u, xs, h0, native=False)
+
+
+# ---------------------------------------------------------------------------- gradients through the backend
+
+
+def _grads_agree(loss: Callable[..., Any], params: Any, *data: Any, tol: float) -> None:
+    lowered = tc.jit(tc.value_and_grad(loss)).lower(params, *data)
+    got = lowered.compile("llvm")(params, *data)
+    want = lowered.compile("reference")(params, *data)
+    flat_got, _ = tc.tree_flatten(got) if hasattr(tc, "tree_flatten") else _flatten(got)
+    flat_want, _ = tc.tree_flatten(want) if hasattr(tc, "tree_flatten") else _flatten(want)
+    assert len(flat_got) == len(flat_want)
+    for g, w in zip(flat_got, flat_want):
+        g, w = np.asarray(g), np.asarray(w)
+        scale = float(np.max(np.abs(w), initial=1e-3))
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * scale)
+
+
+def _flatten(tree: Any) -> Any:
+    from tensorc.frontend.pytree import flatten
+
+    return flatten(tree)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpt_gradients_through_llvm_equal_the_reference(dtype: Any) -> None:
+    from models.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    params = tc.tree_map(lambda p: np.asarray(p, dtype), model.init(tc.random.key(0))) if hasattr(tc, "tree_map") else None
+    if params is None:
+        from tensorc.frontend.pytree import tree_map
+
+        params = tree_map(lambda p: np.asarray(p, dtype), model.init(tc.random.key(0)))
+    x = rng.integers(0, 11, (3, 16))
+    y = rng.integers(0, 11, (3, 16))
+    _grads_agree(model.loss, params, x, y, tol=2e-4 if dtype == np.float32 else 1e-9)
+
+
+def test_lstm_gradients_through_llvm_equal_the_reference() -> None:
+    from models.lstm import LSTMLM
+    from models.rnn import RecurrentLMConfig
+
+    model = LSTMLM(RecurrentLMConfig(vocab_size=9, n_embd=8, hidden_size=12, num_layers=2))
+    params = model.init(tc.random.key(1))
+    x = rng.integers(0, 9, (4, 7))
+    y = rng.integers(0, 9, (4, 7))
+    _grads_agree(model.loss, params, x, y, tol=2e-4)
+
+
+# ---------------------------------------------------------------------------- float16 / bfloat16 storage
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_types_are_stored_as_such_and_computed_in_float32(dtype: str) -> None:
+    """Loads widen to float32, stores round to nearest even; the reference rounds after every op,
+    the native kernel only when it stores, so results agree to a few units in the last place."""
+    np_dt = tc.dtype(dtype).np if hasattr(tc, "dtype") else np.dtype(dtype)
+    eps = float(np.finfo(np.float16).eps) if dtype == "float16" else 2.0 ** -7
+    x, y = rand(37, 29).astype(np_dt), rand(29).astype(np_dt)
+    other = tc.bfloat16 if dtype == "float16" else tc.float16
+    for fn in (lambda a, b: a * b + 1.0, lambda a, b: tc.softmax(a, -1), lambda a, b: (a + b).sum(0),
+               lambda a, b: tc.tanh(a).astype(tc.float32), lambda a, b: a.astype(other) * 3.0):
+        out_l, out_r, exe = both(fn, x, y)
+        assert not exe.fallback_kernels
+        for a, b in zip(out_l, out_r):
+            assert a.dtype == b.dtype
+            a32, b32 = a.astype(np.float32), b.astype(np.float32)
+            scale = float(np.max(np.abs(b32), initial=1.0))
+            np.testing.assert_allclose(a32, b32, rtol=4 * eps, atol=4 * eps * scale)
+
+
+def test_bfloat16_rounds_to_nearest_even_and_keeps_nan() -> None:
+    import ml_dtypes
+
+    vals = np.array([1.0, 1.00390625, 1.01171875, 3.1415927, -2.5e-3, np.inf, -np.inf, np.nan, 1e38, 0.0],
+                    np.float32)
+    out_l, out_r, _ = both(lambda a: a.astype(tc.bfloat16), vals)
+    finite = ~np.isnan(vals)
+    np.testing.assert_array_equal(out_l[0].view(np.uint16)[finite], vals.astype(ml_dtypes.bfloat16).view(np.uint16)[finite])
+    assert np.isnan(out_l[0].astype(np.float32)[~finite]).all()

@@ -6,7 +6,7 @@ that share one iteration space, over bool/int32/int64/uint32/float32/float64
 values, and materialized copies, reading buffers through strided views (expand =
 stride 0, permute, slice, reshape, pad via a mask) and index sources (``iota``, scalar consts).
 Everything else (matmul, gather/scatter_add, scan, fused ops, materialized
-concat, float16) makes :func:`lower_kernel` return None, and the
+concat) makes :func:`lower_kernel` return None, and the
 backend runs that kernel with the reference semantics.
 
 An elementwise kernel is one loop nest over its output's shape. A reduction
@@ -51,7 +51,8 @@ from .ir import (
     Where,
 )
 
-NATIVE_DTYPES = (dtypes.bool_, dtypes.int32, dtypes.int64, dtypes.uint32, dtypes.float32, dtypes.float64)
+NATIVE_DTYPES = (dtypes.bool_, dtypes.int32, dtypes.int64, dtypes.uint32, dtypes.float16, dtypes.bfloat16,
+                 dtypes.float32, dtypes.float64)  # float16/bfloat16: stored as such, computed in float32
 FLOAT_UNARY = ("exp", "log", "sqrt", "rsqrt", "reciprocal", "tanh", "sigmoid", "sin", "cos", "erf", "floor")
 NUMERIC_UNARY = ("neg", "abs", "sign")
 ARITH_BINARY = ("add", "sub", "mul", "div", "maximum", "minimum")

@@ -44,11 +44,19 @@ VOID = ir.VoidType()
 _FCMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
+HALF = (dtypes.float16, dtypes.bfloat16)
+
+
+def compute_dtype(dt: DType) -> DType:
+    """The dtype arithmetic runs in: float32 for the half types (storage only), else ``dt``."""
+    return dtypes.float32 if dt in HALF else dt
+
+
 def value_type(dt: DType) -> ir.Type:
-    """The register type of ``dt`` (bool is i1)."""
+    """The register type of ``dt`` (bool is i1; float16/bfloat16 values are float32 in registers)."""
     if dt == dtypes.bool_:
         return I1
-    if dt == dtypes.float32:
+    if dt == dtypes.float32 or dt in HALF:
         return ir.FloatType()
     if dt == dtypes.float64:
         return ir.DoubleType()
@@ -56,7 +64,11 @@ def value_type(dt: DType) -> ir.Type:
 
 
 def memory_type(dt: DType) -> ir.Type:
-    """The in-memory type of ``dt`` (bool is one byte, as numpy stores it)."""
+    """The in-memory type of ``dt`` (bool is one byte, as numpy stores it; bfloat16 is its 16 bits)."""
+    if dt == dtypes.float16:
+        return ir.HalfType()
+    if dt == dtypes.bfloat16:
+        return ir.IntType(16)
     return I8 if dt == dtypes.bool_ else value_type(dt)
 
 
@@ -189,6 +201,8 @@ class FuncEmitter:
                 dt = s.value.dtype
                 if dt == dtypes.bool_:
                     v = self.b.zext(v, I8)
+                elif dt in HALF:
+                    v = self.narrow_half(v, dt)
                 ptr = self.b.gep(self.args[s.buf], [self.affine(s.offset)], source_etype=memory_type(dt), inbounds=True)
                 self.b.store(v, ptr, align=dt.itemsize)
             else:
@@ -273,7 +287,7 @@ class FuncEmitter:
         return self.b.call(fn, args)
 
     def libm(self, name: str, x: ir.Value, dt: DType) -> ir.Value:
-        fname = name + ("f" if dt == dtypes.float32 else "")
+        fname = name + ("f" if compute_dtype(dt) == dtypes.float32 else "")
         fn = self.module.globals.get(fname)
         if fn is None:
             fn = ir.Function(self.module, ir.FunctionType(x.type, [x.type]), name=fname)
@@ -320,6 +334,8 @@ class FuncEmitter:
         mt = memory_type(e.dtype)
         ptr = b.gep(self.args[e.buf], [off], source_etype=mt, inbounds=True)
         v = b.load(ptr, typ=mt, align=e.dtype.itemsize)
+        if e.dtype in HALF:
+            v = self.widen_half(v, e.dtype)
         if e.dtype == dtypes.bool_:
             v = b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
         if cond is not None:
@@ -334,7 +350,7 @@ class FuncEmitter:
             return self.exp(x, dt)
         if op in ("log", "sqrt", "sin", "cos", "floor"):
             return self.intrinsic(f"llvm.{op}", [x])
-        if op == "tanh" and dt == dtypes.float32:
+        if op == "tanh" and compute_dtype(dt) == dtypes.float32:
             return self.tanh32(x)
         if op in ("tanh", "erf"):
             return self.libm(op, x, dt)
@@ -367,7 +383,7 @@ class FuncEmitter:
         n = roundeven(x log2 e); r = x - n ln2 (two FMAs); e^r by a degree-7 Taylor polynomial;
         times 2 * 2^(n-1) built from exponent bits. Below -86.5 the result is 0, above log(FLT_MAX) inf, NaN stays NaN.
         """
-        if dt != dtypes.float32:
+        if compute_dtype(dt) != dtypes.float32:
             return self.intrinsic("llvm.exp", [x])
         b, f = self.b, ir.FloatType()
 
@@ -434,10 +450,40 @@ class FuncEmitter:
             return b.select(fix, b.fadd(r, y), r)
         raise NotImplementedError(op)
 
+    def widen_half(self, v: ir.Value, dt: DType) -> ir.Value:
+        """A float16/bfloat16 in memory form to float32."""
+        b = self.b
+        if dt == dtypes.float16:
+            return b.fpext(v, ir.FloatType())
+        return b.bitcast(b.shl(b.zext(v, ir.IntType(32)), ir.Constant(ir.IntType(32), 16)), ir.FloatType())
+
+    def narrow_half(self, v: ir.Value, dt: DType) -> ir.Value:
+        """float32 to float16/bfloat16 memory form, rounding to nearest even (NaN stays NaN)."""
+        b = self.b
+        if dt == dtypes.float16:
+            return b.fptrunc(v, ir.HalfType())
+        i32 = ir.IntType(32)
+        bits = b.bitcast(v, i32)
+        lsb = b.and_(b.lshr(bits, ir.Constant(i32, 16)), ir.Constant(i32, 1))
+        rounded = b.lshr(b.add(bits, b.add(ir.Constant(i32, 0x7FFF), lsb)), ir.Constant(i32, 16))
+        nan = b.fcmp_unordered("uno", v, v)
+        quiet = b.or_(b.lshr(bits, ir.Constant(i32, 16)), ir.Constant(i32, 0x40))
+        return b.trunc(b.select(nan, quiet, rounded), ir.IntType(16))
+
     def convert(self, x: ir.Value, src: DType, dst: DType) -> ir.Value:
         b = self.b
         if src == dst:
             return x
+        if dst in HALF:  # compute in float32, then round to the half type's precision
+            if src in HALF:
+                x, src = self.widen_half(self.narrow_half(x, dst), dst), dst
+                return x
+            x = self.convert(x, src, dtypes.float32)
+            return self.widen_half(self.narrow_half(x, dst), dst)
+        if src in HALF:
+            src = dtypes.float32
+            if src == dst:
+                return x
         to = value_type(dst)
         if dst == dtypes.bool_:
             return b.fcmp_unordered("!=", x, _const(src, 0)) if src.is_float else b.icmp_unsigned("!=", x, _const(src, 0))
