@@ -23,8 +23,8 @@ from ...errors import TensorcError
 from ...ir.node import Node
 from ...ir.registry import REGISTRY
 from ...kernel.lower import LoweredKernel, lower_kernel
-from ..reference.interpreter import evaluate_node
-from ..reference.schedule_runner import run_kernel, run_schedule
+from ..reference.interpreter import bind_inputs, evaluate_node
+from ..reference.schedule_runner import run_kernel
 from .codegen import build_module
 from .library import native_impl
 from .parallel import one_blas_thread
@@ -161,8 +161,14 @@ class LLVMExecutable:
     """A schedule bound to the LLVM CPU backend: call it with numpy arrays.
 
     ``native`` maps kernel index to its loop nest, ``library`` to its library step (a matmul or
-    fused op run by a hand-scheduled routine of :mod:`tensorc.backends.llvm.library`);
+    fused op run by a hand-scheduled routine of :mod:`tensorc.backends.llvm.library`, or a scan);
     ``module`` is None when no kernel has a loop nest.
+
+    Running: the buffers that loop-nest kernels write live in an arena allocated once from the
+    buffer plan (one block per slot, reused across calls), so each such kernel's table of
+    buffer addresses is built once; only the addresses of the call's inputs and of fresh output
+    arrays are written per call. Graph outputs are new arrays on every call (a caller may keep
+    them). Consequently one executable must not run in two threads at once.
     """
 
     target = "llvm"
@@ -187,41 +193,105 @@ class LLVMExecutable:
         if funcs:
             self.ir_text = str(build_module(funcs, self.graph.name))
             self.module = NativeModule(self.ir_text, [f.name for f in funcs])
+        self._prepare()
 
     @property
     def fallback_kernels(self) -> list[Kernel]:
         """Kernels that run with the reference semantics."""
         return [k for k in self.schedule.kernels if k.index not in self.native and k.index not in self.library]
 
-    def _call(self, lk: LoweredKernel, stored: dict[int, Any]) -> None:
-        assert self.module is not None
-        outs = {id(o): np.empty(o.shape, o.dtype.np) for o in lk.outputs}
-        scratch = {id(o): np.empty(o.shape, o.dtype.np) for o in lk.scratch}
-        addrs = []
-        for node in lk.args:
-            arr = outs.get(id(node), scratch.get(id(node)))
-            if arr is None:
-                arr = stored.get(id(node))
-                if arr is None:  # a const buffer
-                    arr = node.attrs["value"].array
-                if not arr.flags.c_contiguous:
-                    arr = stored[id(node)] = np.ascontiguousarray(arr)
-            addrs.append(arr.ctypes.data)
-        if any(math.prod(o.shape) for o in lk.outputs):
-            table = (ctypes.c_void_p * max(len(addrs), 1))(*addrs)
-            self.module.functions[lk.func.name](ctypes.addressof(table))
-        stored.update(outs)
+    # ------------------------------------------------------------------ the plan, made once
 
-    def _run_library(self, schedule: Schedule, step: LibraryStep, stored: dict[int, Any]) -> None:
-        kernel, local = step.kernel, {}
+    def _prepare(self) -> None:
+        sched = self.schedule
+        n = len(sched.kernels)
+        self._dying: list[list[int]] = [[] for _ in range(n)]
+        for b in sched.buffers:
+            if b.producer is not None and b.last_use < n:
+                self._dying[b.last_use].append(id(b.node))
+        self._resident: dict[int, np.ndarray] = {id(b.node): b.node.attrs["value"].array
+                                                 for b in sched.buffers if b.node.op == "const"}
+        returned = {id(sched.output_source(o)[0]) for o in self.graph.outputs}
+        # Arena views for what loop nests write (not returned values: the caller keeps those).
+        arena_nodes = [o for lk in self.native.values() for o in lk.outputs if id(o) not in returned]
+        slots: dict[int, np.ndarray] = {}
+        for node in arena_nodes:
+            buf = sched.buffer_of.get(id(node))
+            if buf is None or buf.slot is None:
+                continue
+            if buf.slot not in slots:
+                slots[buf.slot] = _aligned(sched.plan.slot_bytes[buf.slot])
+            self._resident[id(node)] = slots[buf.slot][:buf.nbytes].view(node.dtype.np).reshape(node.shape)
+        self.arena_bytes = sum(a.nbytes for a in slots.values())
+        self._steps: list[Callable[[dict[int, Any]], None]] = []
+        for k in sched.kernels:
+            if k.index in self.native:
+                self._steps.append(self._native_step(self.native[k.index]))
+            elif k.index in self.library:
+                step = self.library[k.index]
+                epi = self._native_step(step.epilogue) if step.epilogue is not None else None
+                self._steps.append(lambda stored, step=step, epi=epi: self._run_library(step, epi, stored))
+            else:
+                self._steps.append(lambda stored, k=k: run_kernel(sched, k, stored))
+
+    def _native_step(self, lk: LoweredKernel) -> Callable[[dict[int, Any]], None]:
+        """A closure running loop nest ``lk``: its address table is filled once, but for per-call buffers."""
+        assert self.module is not None
+        fn = self.module.functions[lk.func.name]
+        table = (ctypes.c_void_p * max(len(lk.args), 1))()
+        keep: list[np.ndarray] = []  # arrays whose addresses the table holds
+        dynamic: list[tuple[int, int]] = []  # (table slot, node id) read from the call's values
+        fresh: list[tuple[int, int, tuple[int, ...], Any]] = []  # outputs allocated per call
+        scratch = {id(o) for o in lk.scratch}
+        outputs = {id(o) for o in lk.outputs}
+        for i, node in enumerate(lk.args):
+            arr = self._resident.get(id(node))
+            if arr is None and id(node) in scratch:
+                arr = np.empty(node.shape, node.dtype.np)
+            if arr is not None:
+                if not arr.flags.c_contiguous:
+                    arr = np.ascontiguousarray(arr)
+                keep.append(arr)
+                table[i] = arr.ctypes.data
+            elif id(node) in outputs:
+                fresh.append((i, id(node), tuple(node.shape), node.dtype.np))
+            else:
+                dynamic.append((i, id(node)))
+        runs = any(math.prod(o.shape) for o in lk.outputs)
+        addr = ctypes.addressof(table)
+        resident = self._resident
+
+        def step(stored: dict[int, Any]) -> None:
+            for i, key in dynamic:
+                arr = stored[key]
+                if not arr.flags.c_contiguous:
+                    arr = stored[key] = np.ascontiguousarray(arr)
+                table[i] = arr.ctypes.data
+            for i, key, shape, dt in fresh:
+                arr = stored[key] = np.empty(shape, dt)
+                table[i] = arr.ctypes.data
+            if runs:
+                fn(addr)
+            for o in lk.outputs:
+                if id(o) in resident:
+                    stored[id(o)] = resident[id(o)]
+
+        step.keep = keep  # type: ignore[attr-defined]
+        return step
+
+    # ------------------------------------------------------------------ running
+
+    def _run_library(self, step: LibraryStep, epilogue: Callable[[dict[int, Any]], None] | None,
+                     stored: dict[int, Any]) -> None:
+        kernel, local, schedule = step.kernel, {}, self.schedule
         for node in kernel.exec_nodes:
             operands = [_operand(schedule, kernel, inp, local, stored) for inp in node.inputs]
             local[id(node)] = evaluate_node(node, operands, step.impl if node is step.node else None)
             if node is step.node:
                 break
-        if step.epilogue is not None:
+        if epilogue is not None:
             stored[id(step.node)] = local[id(step.node)]
-            self._call(step.epilogue, stored)
+            epilogue(stored)
             if step.node not in kernel.outputs:
                 del stored[id(step.node)]
             return
@@ -232,20 +302,32 @@ class LLVMExecutable:
         for out in kernel.outputs:
             stored[id(out)] = local[id(out)]
 
-    def _run_kernel(self, schedule: Schedule, kernel: Kernel, stored: dict[int, Any]) -> None:
-        lk = self.native.get(kernel.index)
-        if lk is not None:
-            self._call(lk, stored)
-            return
-        step = self.library.get(kernel.index)
-        if step is not None:
-            self._run_library(schedule, step, stored)
-            return
-        run_kernel(schedule, kernel, stored)
-
     def __call__(self, *args: np.ndarray) -> list[np.ndarray]:
+        sched = self.schedule
+        stored = bind_inputs(self.graph, args)
+        stored.update(self._resident)
         with one_blas_thread():
-            return run_schedule(self.schedule, args, self._run_kernel)
+            for step, dying in zip(self._steps, self._dying):
+                step(stored)
+                for key in dying:
+                    stored.pop(key, None)
+        results = []
+        for out in self.graph.outputs:
+            src, chain = sched.output_source(out)
+            if id(src) not in stored:
+                raise TensorcError(f"output {sched.name(out)} was not stored by any kernel (scheduler bug)")
+            value = stored[id(src)]
+            for node, _ in chain:
+                value = evaluate_node(node, [value])
+            results.append(np.asarray(value, order="C"))
+        return results
+
+
+def _aligned(nbytes: int, align: int = 64) -> np.ndarray:
+    """``nbytes`` bytes starting at a multiple of ``align``."""
+    raw = np.empty(nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes]
 
 
 def _operand(schedule: Schedule, kernel: Kernel, inp: Node, local: dict[int, Any], stored: dict[int, Any]) -> Any:
