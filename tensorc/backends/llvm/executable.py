@@ -76,6 +76,24 @@ def _optimize(tm: Any, ir_text: str, opt: int) -> Any:
     return mod
 
 
+_digest: str | None = None
+
+
+def _codegen_digest() -> str:
+    """A hash of the code generator's sources: compiled code is stale when they change."""
+    global _digest
+    if _digest is None:
+        import hashlib
+        from pathlib import Path
+
+        here = Path(__file__).parent
+        h = hashlib.sha256()
+        for f in sorted([*here.glob("*.py"), *here.glob("kernels/*.py"), *(here.parent.parent / "kernel").glob("*.py")]):
+            h.update(f.read_bytes())
+        _digest = h.hexdigest()
+    return _digest
+
+
 class NativeModule:
     """A compiled module: its own TargetMachine and MCJIT engine, and the address of each entry.
 
@@ -84,28 +102,39 @@ class NativeModule:
     optimized (new pass manager), compiled, and stored there.
     """
 
-    def __init__(self, ir_text: str, names: list[str], opt: int = 3) -> None:
+    def __init__(self, ir_text: str | Callable[[], str], names: list[str], opt: int = 3, source: str | None = None) -> None:
+        """``ir_text``: the IR, or a function building it (called only when the cache misses, if
+        ``source`` is given: a text that determines the IR, cheaper to produce, used as the key)."""
         import llvmlite
 
         from ... import __version__
         from ...runtime import cache
 
         llvm = _init_llvm()
-        self.ir_text, self.opt = ir_text, opt
+        self._ir, self.opt = ir_text, opt
         self.tm = _target_machine(opt)
-        k = cache.key(ir_text, "llvm", llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-                      __version__, llvmlite.__version__, str(opt))
+        if source is None:
+            source = self.ir_text
+        k = cache.key(source, "llvm", llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
+                      __version__, llvmlite.__version__, str(opt), _codegen_digest())
         obj = cache.load(k)
         self.cached = obj is not None
         self._module = None
         if obj is None:
-            self._module = _optimize(self.tm, ir_text, opt)
+            self._module = _optimize(self.tm, self.ir_text, opt)
             obj = self.tm.emit_object(self._module)
             cache.store(k, obj)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         self.functions = {n: _KERNEL_FN(self.engine.get_function_address(n)) for n in names}
+
+    @property
+    def ir_text(self) -> str:
+        """The LLVM IR (built now if the code came from the cache by its source key)."""
+        if callable(self._ir):
+            self._ir = self._ir()
+        return self._ir
 
     @property
     def module(self) -> Any:
@@ -188,12 +217,18 @@ class LLVMExecutable:
                 self.library[k.index] = step
         funcs = [lk.func for lk in self.native.values()]
         funcs += [st.epilogue.func for st in self.library.values() if st.epilogue is not None]
-        self.ir_text = ""
         self.module: NativeModule | None = None
         if funcs:
-            self.ir_text = str(build_module(funcs, self.graph.name))
-            self.module = NativeModule(self.ir_text, [f.name for f in funcs])
+            # Keyed by the loop nests' text, so a cached program skips building its LLVM IR.
+            name = self.graph.name
+            self.module = NativeModule(lambda: str(build_module(funcs, name)), [f.name for f in funcs],
+                                       source="\n".join(str(f) for f in funcs))
         self._prepare()
+
+    @property
+    def ir_text(self) -> str:
+        """The LLVM IR of the loop-nest kernels ("" when there are none)."""
+        return self.module.ir_text if self.module is not None else ""
 
     @property
     def fallback_kernels(self) -> list[Kernel]:

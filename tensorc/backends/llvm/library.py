@@ -131,10 +131,13 @@ def function(name: str) -> Callable[..., None]:
 
 def _compile_all() -> None:
     global _engine
-    from .executable import compile_ir
+    from .executable import NativeModule, _codegen_digest
+    from .parallel import load_runtime
 
-    text = library_ir()
-    _engine = compile_ir(text, "library")
+    load_kernels()
+    load_runtime()
+    # Keyed by the generators' sources and the registered names: a cached library skips building its IR.
+    _engine = NativeModule(library_ir, [], source="library\n" + "\n".join(sorted(LIBRARY)) + "\n" + _codegen_digest())
     for name, lf in LIBRARY.items():
         addr = _engine.address(name)
         _compiled[name] = ctypes.CFUNCTYPE(None, *lf.argtypes)(addr)
