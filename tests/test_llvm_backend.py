@@ -357,3 +357,14 @@ def test_bfloat16_rounds_to_nearest_even_and_keeps_nan() -> None:
     finite = ~np.isnan(vals)
     np.testing.assert_array_equal(out_l[0].view(np.uint16)[finite], vals.astype(ml_dtypes.bfloat16).view(np.uint16)[finite])
     assert np.isnan(out_l[0].astype(np.float32)[~finite]).all()
+
+
+def test_debug_level_2_profiles_each_kernel() -> None:
+    x = rand(30, 40)
+    c = tc.jit(lambda x: tc.softmax(x * 2.0, -1).sum(0) + 1).lower(x).compile("llvm")
+    assert "no profile" in c.executable.profile_report()
+    with tc.config(debug=2):
+        for _ in range(3):
+            c(x)
+    report = c.executable.profile_report()
+    assert "(3 calls, median" in report and "softmax-row" in report and " loop " in report

@@ -13,12 +13,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...config import config
 from ...errors import TensorcError
 from ...ir.node import Node
 from ...ir.registry import REGISTRY
@@ -258,6 +260,7 @@ class LLVMExecutable:
                 slots[buf.slot] = _aligned(sched.plan.slot_bytes[buf.slot])
             self._resident[id(node)] = slots[buf.slot][:buf.nbytes].view(node.dtype.np).reshape(node.shape)
         self.arena_bytes = sum(a.nbytes for a in slots.values())
+        self._seconds: list[list[float]] = [[] for _ in range(n)]  # per-kernel times at debug >= 2
         self._steps: list[Callable[[dict[int, Any]], None]] = []
         for k in sched.kernels:
             if k.index in self.native:
@@ -314,6 +317,39 @@ class LLVMExecutable:
         step.keep = keep  # type: ignore[attr-defined]
         return step
 
+    # ------------------------------------------------------------------ profile
+
+    def how(self, kernel: Kernel) -> str:
+        """How a kernel runs: ``loop`` (a loop nest), ``library``, ``library+loop`` (with an epilogue), ``scan`` or ``reference``."""
+        if kernel.index in self.native:
+            return "loop"
+        step = self.library.get(kernel.index)
+        if step is None:
+            return "reference"
+        if step.body is not None:
+            return "scan"
+        return "library+loop" if step.epilogue is not None else "library"
+
+    def profile_report(self, top: int | None = None) -> str:
+        """Per-kernel time of the calls made with ``TENSORC_DEBUG >= 2`` (median per call), slowest first."""
+        rows = []
+        for k, times in zip(self.schedule.kernels, self._seconds):
+            if times:
+                med = float(np.median(times))
+                rows.append((med, k))
+        if not rows:
+            return "no profile: run calls with TENSORC_DEBUG=2 (or tc.config(debug=2))"
+        total = sum(r[0] for r in rows)
+        calls = max(len(t) for t in self._seconds)
+        lines = [f"per-kernel profile of {self.graph.name} ({calls} calls, median; {1e3 * total:.2f} ms per call in kernels)",
+                 f"{'kernel':>6}  {'pattern':<28} {'how':<13} {'ms':>8} {'%':>6} {'GFLOP/s':>8} {'GB/s':>7}"]
+        for med, k in sorted(rows, key=lambda r: -r[0])[:top]:
+            gf = k.flops / med / 1e9 if med else 0.0
+            gb = k.bytes / med / 1e9 if med else 0.0
+            lines.append(f"{k.index:>6}  {k.pattern[:28]:<28} {self.how(k):<13} {1e3 * med:8.3f} {100 * med / total:6.1f} "
+                         f"{gf:8.1f} {gb:7.1f}")
+        return "\n".join(lines)
+
     # ------------------------------------------------------------------ running
 
     def _run_library(self, step: LibraryStep, epilogue: Callable[[dict[int, Any]], None] | None,
@@ -341,9 +377,15 @@ class LLVMExecutable:
         sched = self.schedule
         stored = bind_inputs(self.graph, args)
         stored.update(self._resident)
+        timed = config.get("debug") >= 2
         with one_blas_thread():
-            for step, dying in zip(self._steps, self._dying):
-                step(stored)
+            for step, dying, times in zip(self._steps, self._dying, self._seconds):
+                if timed:
+                    t0 = time.perf_counter()
+                    step(stored)
+                    times.append(time.perf_counter() - t0)
+                else:
+                    step(stored)
                 for key in dying:
                     stored.pop(key, None)
         results = []
