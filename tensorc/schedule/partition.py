@@ -74,6 +74,7 @@ class Partitioner:
         self.pos = {gid: gid for gid in self.members}  # a topological numbering (node indices are one)
         self.version = {gid: 0 for gid in self.members}  # bumped when a group grows
         self._checked: dict[tuple[int, int, int, int], GroupFacts | str] = {}
+        self._merged_facts: dict[int, tuple[int, GroupFacts]] = {}
         self._renumber: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
 
     # ------------------------------------------------------------------ queries
@@ -211,6 +212,7 @@ class Partitioner:
         before, after = self._renumber.pop((first, second))
         self._renumber.clear()
         keep, gone = min(a, b), max(a, b)
+        facts = self._checked.get((a, self.version[a], b, self.version[b]))
         if not after:  # nothing between depends on the first: the merged group can sit where the second was
             self.pos[keep] = self.pos[second]
         else:  # groups that feed the second move before the merged group, those fed by the first after it
@@ -235,6 +237,8 @@ class Partitioner:
                 self.succ[keep].add(s)
         self.succ[keep].discard(gone)
         self.pred[keep].discard(gone)
+        if isinstance(facts, GroupFacts):  # the merged group's facts, reused at the end
+            self._merged_facts[keep] = (self.version[keep], facts)
         return keep
 
     def run(self) -> list[Refusal]:
@@ -261,6 +265,10 @@ class Partitioner:
         assert all(self.pos[a] < self.pos[b] for a, b in self.dag.edges), "scheduler bug: stale topological numbering"
         for gid, members in self.members.items():
             if self.opaque_reason(gid) is not None:
+                continue
+            cached = self._merged_facts.get(gid)
+            if cached is not None and cached[0] == self.version[gid]:
+                self.facts[gid] = cached[1]
                 continue
             facts = check_group(self.flow, members, self.graph_outputs, self.names)
             if isinstance(facts, str):
