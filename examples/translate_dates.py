@@ -3,8 +3,8 @@
     python examples/translate_dates.py --steps 300
     python examples/translate_dates.py --steps 3000 --attention dot --plot attention.png
 
-Dates such as "Tuesday, March 4, 1997", "04/03/1997" or "4 mar 97" (generated,
-with a fixed seed) are read character by character by an LSTM encoder; the
+Dates such as "Tuesday, March 4, 1997", "04/03/1997" or "4 mar 97" (generated
+by models/dates.py, with a fixed seed) are read character by character by an LSTM encoder; the
 decoder (Bahdanau attention by default) writes "1997-03-04". After training
 the script prints the exact-match accuracy of greedy decoding on held-out
 dates and saves a heatmap of the attention weights of one example.
@@ -13,7 +13,6 @@ dates and saves a heatmap of the attention weights of one example.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import time
 from pathlib import Path
@@ -24,40 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import tensorc as tc  # noqa: E402
-from models.seq2seq import Seq2Seq, Seq2SeqConfig, shift_right, strip_after_eos  # noqa: E402
-
-PAD, BOS, EOS = "\0", "^", "$"
-FORMATS = ["%d %B %Y", "%B %d, %Y", "%A, %B %d, %Y", "%d/%m/%Y", "%d.%m.%y", "%b %d %Y", "%d %b %y", "%Y %b %d", "%A %d %B %Y"]
-
-
-def random_dates(n: int, seed: int) -> list[tuple[str, str]]:
-    """``n`` (human-written, ISO) pairs between 1950 and 2049."""
-    rng = np.random.default_rng(seed)
-    start = dt.date(1950, 1, 1).toordinal()
-    pairs = []
-    for _ in range(n):
-        date = dt.date.fromordinal(start + int(rng.integers(0, 36524)))
-        text = date.strftime(FORMATS[rng.integers(len(FORMATS))])
-        pairs.append((text.lower() if rng.random() < 0.5 else text, date.isoformat()))
-    return pairs
-
-
-class Chars:
-    """Character vocabulary with pad (0), bos (1) and eos (2)."""
-
-    def __init__(self, texts: list[str]) -> None:
-        self.itos = [PAD, BOS, EOS] + sorted({ch for t in texts for ch in t} - {PAD, BOS, EOS})
-        self.stoi = {ch: i for i, ch in enumerate(self.itos)}
-
-    def encode(self, texts: list[str], length: int, eos: bool = False) -> np.ndarray:
-        out = np.zeros((len(texts), length), np.int64)  # (N, L), 0 = pad
-        for row, text in enumerate(texts):
-            ids = [self.stoi[ch] for ch in text] + ([2] if eos else [])
-            out[row, : len(ids)] = ids[:length]
-        return out
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.itos[i] for i in strip_after_eos(ids, 2))
+from models.dates import Chars, random_dates  # noqa: E402
+from models.seq2seq import Seq2Seq, Seq2SeqConfig, shift_right  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> float:

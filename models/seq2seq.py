@@ -234,8 +234,9 @@ class Seq2Seq(nn.Module):
     def __call__(self, params: Params, src: Any, tgt_in: Any) -> tc.Tensor:
         return self.forward_with_attention(params, src, tgt_in)[0]  # (B, T, V)
 
-    def loss(self, params: Params, src: Any, tgt_in: Any, tgt_out: Any) -> tc.Tensor:
-        """Mean cross-entropy per non-pad target token (nats)."""
+    def loss(self, params: Params, src: Any, tgt_in: Any, tgt_out: Any, *, key: Any = None, training: bool = False) -> tc.Tensor:
+        """Mean cross-entropy per non-pad target token (nats). ``key`` and ``training`` are
+        accepted, as every model's loss takes them (``tensorc train``), and unused: no dropout."""
         return F.cross_entropy(self(params, src, tgt_in), tgt_out, ignore_index=self.config.pad_id)
 
     # ------------------------------------------------------------------------- decoding

@@ -21,9 +21,12 @@ True
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,10 @@ import numpy as np
 
 import tensorc as tc
 from tensorc import nn
+from tensorc.data import load_text, train_val_split
 
-__all__ = ["Vectors", "Word2Vec", "log_sigmoid", "skipgram_pairs", "train_word2vec"]
+__all__ = ["SkipGramTask", "Vectors", "Word2Vec", "Word2VecRecipe", "log_sigmoid", "skipgram_pairs", "train_word2vec",
+           "word2vec_recipe", "words_of"]
 
 Params = dict[str, Any]
 
@@ -58,8 +63,10 @@ class Word2Vec(nn.Module):
         center = tc.random.uniform(key, (self.vocab_size, self.dim), minval=-bound, maxval=bound)
         return {"center": np.asarray(center.numpy(), self.dtype), "context": np.zeros((self.vocab_size, self.dim), self.dtype)}
 
-    def loss(self, params: Params, centers: Any, contexts: Any, negatives: Any) -> tc.Tensor:
-        """Mean SGNS loss over a batch: ``centers`` (B,), ``contexts`` (B,), ``negatives`` (B, K) ids."""
+    def loss(self, params: Params, centers: Any, contexts: Any, negatives: Any, *, key: Any = None,
+             training: bool = False) -> tc.Tensor:
+        """Mean SGNS loss over a batch: ``centers`` (B,), ``contexts`` (B,), ``negatives`` (B, K) ids.
+        ``key`` and ``training`` are accepted, as every model's loss takes them, and unused."""
         v = tc.gather(params["center"], tc.as_tensor(centers), 0)  # (B, D)
         u_o = tc.gather(params["context"], tc.as_tensor(contexts), 0)  # (B, D)
         u_k = tc.gather(params["context"], tc.as_tensor(negatives), 0)  # (B, K, D)
@@ -171,3 +178,132 @@ def train_word2vec(tokens: Sequence[str], *, dim: int = 16, window: int = 2, neg
         params, state, loss = step(params, state, batch[:, 0], batch[:, 1], negs)
         losses.append(float(loss))
     return Vectors(words, np.asarray(params["center"])), losses
+
+
+# ----------------------------------------------------------------------------- the recipe of `tensorc train word2vec`
+
+WORD2VEC_PRESETS: dict[str, dict[str, Any]] = {
+    "nano": dict(dim=8, window=2, negatives=3),  # tests and smoke runs
+    "tiny": dict(dim=64, window=2, negatives=5),
+    "small": dict(dim=128, window=4, negatives=10),
+}
+MIN_COUNT = 5  # rarer words are dropped from the vocabulary (and from the text, before pairing)
+DEMO_WORDS = ("list", "true", "class", "exception", "string")
+DEMO_ANALOGY = ("methods", "method", "function")  # methods - method + function: functions?
+
+
+def words_of(text: str) -> list[str]:
+    """The lower-cased runs of letters of ``text``: the words word2vec trains on.
+
+    >>> words_of("The __init__() method, e.g. of a list.")
+    ['the', 'init', 'method', 'e', 'g', 'of', 'a', 'list']
+    """
+    return re.findall(r"[a-z]+", text.lower())
+
+
+class SkipGramTask:
+    """The :class:`tensorc.training.Task` of ``tensorc train word2vec``: skip-gram pairs of the corpus.
+
+    The words (:func:`words_of`) of ``settings.data`` (default: the corpus that ships
+    with Python) seen at least ``MIN_COUNT`` times make the vocabulary (kept in
+    ``vocab.json``, most frequent first); the last 10 % of the text is held out. A
+    batch is ``batch_size`` (centre, context) pairs within ``config["window"]`` words,
+    drawn at random for each step, with ``config["negatives"]`` negatives per pair
+    from the unigram distribution to the 3/4 power. The demo prints the nearest
+    words of a few words and an analogy; ``respond`` the nearest words of a word.
+    """
+
+    files = {"vocab": "vocab.json"}
+
+    def __init__(self, settings: Any, run_dir: Path) -> None:
+        self.settings = settings
+        path = Path(run_dir) / self.files["vocab"]
+        if settings.resume and path.exists():
+            saved = json.loads(path.read_text())
+            self.words, self.counts = list(saved["words"]), list(saved["counts"])
+        else:
+            counts = Counter(words_of(load_text(settings.data)))
+            self.words = sorted((w for w, n in counts.items() if n >= MIN_COUNT), key=lambda w: (-counts[w], w))
+            self.counts = [counts[w] for w in self.words]
+            if not self.words:
+                raise tc.TensorcError(f"word2vec: no word occurs {MIN_COUNT} times in the training text")
+            path.write_text(json.dumps({"words": self.words, "counts": self.counts}))
+        self.vocab_size = len(self.words)
+        self.index = {w: i for i, w in enumerate(self.words)}
+        noise = np.asarray(self.counts, np.float64) ** 0.75
+        self.noise = noise / noise.sum()
+        self._pairs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def pairs(self, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """(train pairs (N, 2), held-out pairs (M, 2)) of word ids within ``window``."""
+        if window not in self._pairs:
+            ids = np.asarray([self.index[w] for w in words_of(load_text(self.settings.data)) if w in self.index], np.int64)
+            train_ids, val_ids = train_val_split(ids, 0.1)
+            self._pairs[window] = skipgram_pairs(train_ids, window), skipgram_pairs(val_ids, window)
+            if not len(self._pairs[window][1]):
+                raise tc.TensorcError("word2vec: the held-out 10 % of the text has no word pairs; use a longer text")
+        return self._pairs[window]
+
+    def batch(self, split: str, step: int, config: dict[str, Any]) -> tuple[np.ndarray, ...]:
+        train, val = self.pairs(config["window"])
+        pairs = train if split == "train" else val
+        rng = np.random.default_rng([self.settings.seed, 0 if split == "train" else 1, step])
+        b = self.settings.batch_size
+        rows = pairs[rng.integers(0, len(pairs), b)]  # (B, 2)
+        negatives = rng.choice(self.vocab_size, size=(b, config["negatives"]), p=self.noise).astype(np.int64)  # (B, K)
+        return rows[:, 0].copy(), rows[:, 1].copy(), negatives
+
+    def vectors(self, params: Any) -> Vectors:
+        return Vectors(self.words, np.asarray(params["center"]))
+
+    def evaluate(self, model: Any, params: Any) -> dict[str, float]:
+        return {}  # the held-out loss is the metric
+
+    def demo(self, model: Any, params: Any) -> str:
+        vecs = self.vectors(params)
+        words = [w for w in DEMO_WORDS if w in vecs.index] or self.words[:3]
+        lines = ["nearest words (cosine similarity):"]
+        for word in words:
+            lines.append(f"  {word}: " + ", ".join(f"{w} {s:.2f}" for w, s in vecs.most_similar(word, 5)))
+        if all(w in vecs.index for w in DEMO_ANALOGY):
+            a, b, c = DEMO_ANALOGY
+            lines.append(f"analogy {a} - {b} + {c}: " + ", ".join(f"{w} {s:.2f}" for w, s in vecs.analogy(a, b, c, 3)))
+        return "\n".join(lines)
+
+    def respond(self, model: Any, params: Any, prompt: str, **options: Any) -> str:
+        """The 10 words nearest to one word, or to ``a - b + c`` for three (sampling options are ignored)."""
+        words = words_of(prompt)
+        if len(words) not in (1, 3):
+            raise tc.TensorcError(f"give one word (its nearest words) or three, a b c (the words nearest a - b + c); "
+                                  f"got {prompt!r}")
+        unknown = [w for w in words if w not in self.index]
+        if unknown:
+            raise tc.TensorcError(f"{', '.join(map(repr, unknown))} not in the vocabulary ({self.vocab_size} words seen "
+                                  f"at least {MIN_COUNT} times)")
+        vecs = self.vectors(params)
+        found = vecs.most_similar(words[0], 10) if len(words) == 1 else vecs.analogy(*words, n=10)
+        return "\n".join(f"{w:16} {s:.3f}" for w, s in found)
+
+
+@dataclass
+class Word2VecRecipe:
+    """How ``tensorc train word2vec`` builds the model for :class:`SkipGramTask`."""
+
+    name: str = "word2vec"
+    presets: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(WORD2VEC_PRESETS))
+    train_defaults: dict[str, Any] = field(default_factory=lambda: dict(batch_size=512, lr=1e-2, warmup=20,
+                                                                        weight_decay=0.0))
+
+    def config_for(self, preset: str, vocab_size: int, **overrides: Any) -> dict[str, Any]:
+        if preset not in self.presets:
+            raise tc.TensorcError(f"unknown word2vec preset {preset!r}; presets: {', '.join(self.presets)}")
+        return {**self.presets[preset], **overrides, "vocab_size": vocab_size}
+
+    def build(self, config: dict[str, Any]) -> Word2Vec:
+        return Word2Vec(config["vocab_size"], config["dim"])
+
+    def task(self, settings: Any, run_dir: Path) -> SkipGramTask:
+        return SkipGramTask(settings, run_dir)
+
+
+word2vec_recipe = Word2VecRecipe()

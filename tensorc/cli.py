@@ -2,6 +2,8 @@
 
     tensorc train gpt --preset tiny              # trains on the corpus that ships with Python
     tensorc generate --checkpoint runs/gpt --prompt "The " --top-p 0.9
+    tensorc train seq2seq --preset tiny          # human-written dates -> ISO dates (generated)
+    tensorc generate --checkpoint runs/seq2seq --prompt "04 march 1997"
     tensorc ir model.py:loss_fn --input x:f32[8,128] --input w:f32[128,64]
     tensorc run model.py:loss_fn --input x:f32[8,128] --input w:f32[128,64]
     tensorc version
@@ -165,37 +167,31 @@ def parse_overrides(items: Sequence[str], defaults: dict[str, Any], model: str =
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .training import TrainSettings, find_recipe, train
+    from .training import find_recipe, settings_for, train
 
     recipe = find_recipe(args.model)
     if args.preset not in recipe.presets:
         raise TensorcError(f"{args.model} has no preset {args.preset!r}; presets: {', '.join(recipe.presets)}")
     overrides = parse_overrides(args.override, recipe.config_for(args.preset, 1), args.model)
     out = args.out or f"runs/{args.model}"
-    settings = TrainSettings(
-        preset=args.preset, data=args.data, steps=args.steps, out=out, resume=args.resume, target=args.target,
-        batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, eval_every=args.eval_every, seed=args.seed,
-        time_budget=args.minutes * 60 if args.minutes else None, sample_tokens=args.sample_tokens,
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress, overrides=overrides,
+    # flags left out keep the recipe's defaults (its train_defaults), else TrainSettings'
+    given = {name: getattr(args, name) for name in ("batch_size", "lr", "warmup", "eval_every")
+             if getattr(args, name) is not None}
+    settings = settings_for(
+        recipe, preset=args.preset, data=args.data, steps=args.steps, out=out, resume=args.resume, target=args.target,
+        seed=args.seed, time_budget=args.minutes * 60 if args.minutes else None, sample_tokens=args.sample_tokens,
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress, overrides=overrides, **given,
     )
     result = train(recipe, settings)
     return 130 if result.interrupted else 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .training import load_for_generation
+    from .training import load_run
 
-    recipe, model, params, tokenizer = load_for_generation(args.checkpoint)
-    prompt = tokenizer.encode(args.prompt) if args.prompt else tokenizer.encode("\n")
-    stop = None
-    if args.stop:
-        ids = tokenizer.encode(args.stop)
-        if len(ids) != 1:
-            raise TensorcError(f"--stop must be one token; {args.stop!r} is {len(ids)} tokens")
-        stop = ids[0]
-    tokens = recipe.generate(model, params, prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                             top_p=args.top_p, seed=args.seed, stop_token=stop)
-    print(tokenizer.decode(tokens))
+    recipe, model, params, task = load_run(args.checkpoint)
+    print(task.respond(model, params, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop))
     return 0
 
 
@@ -259,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             s.add_argument("--target", default="reference", help="backend (default: reference)")
         s.set_defaults(func=fn)
-    t = sub.add_parser("train", help="train a model (e.g. gpt) on a text corpus")
-    t.add_argument("model", help="a registered model: gpt")
+    t = sub.add_parser("train", help="train a registered model (gpt, lstm, seq2seq, word2vec, ...)")
+    t.add_argument("model", help="a registered model: gpt, rnn, lstm, gru, window, seq2seq, transformer, word2vec")
     t.add_argument("--preset", default="tiny", help="model size preset (gpt: tiny, mini, gpt2)")
     t.add_argument("--data", default=None, help="a UTF-8 text file (default: the corpus that ships with Python)")
     t.add_argument("--steps", type=int, default=2000, help="total optimizer steps")
@@ -268,20 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run directory (default runs/MODEL)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last")
     t.add_argument("--target", default=None, help="backend (default: tc.config target)")
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--warmup", type=int, default=100)
-    t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--batch-size", type=int, default=None, help="default 16, or the recipe's own")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate: default 1e-3, or the recipe's own")
+    t.add_argument("--warmup", type=int, default=None, help="warmup steps: default 100, or the recipe's own")
+    t.add_argument("--eval-every", type=int, default=None, help="validation interval: default 200, or the recipe's own")
     t.add_argument("--checkpoint-every", type=int, default=500)
     t.add_argument("--seed", type=int, default=1337)
-    t.add_argument("--sample-tokens", type=int, default=300, help="length of the sample printed at the end (0: none)")
+    t.add_argument("--sample-tokens", type=int, default=300,
+                   help="length of the sample printed at the end (0: none, and no demo for a model with its own task)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="change one field of the preset's model config, e.g. n_layer=1 (repeat for each)")
     t.set_defaults(func=_cmd_train)
-    g = sub.add_parser("generate", help="sample text from a trained checkpoint")
+    g = sub.add_parser("generate", help="sample text from a trained checkpoint (or translate a date, or find similar words)")
     g.add_argument("--checkpoint", required=True, help="a run directory or its last/ checkpoint")
-    g.add_argument("--prompt", default="", help="text to continue")
+    g.add_argument("--prompt", default="", help="text to continue (seq2seq/transformer: a date to translate; "
+                   "word2vec: a word, or three for an analogy)")
     g.add_argument("--max-new-tokens", type=int, default=200)
     g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=None)
