@@ -102,3 +102,24 @@ def test_llvm_module_comes_from_the_cache_the_second_time(cache_in: Path) -> Non
     third = lowered.compile("llvm")
     assert not third.executable.module.cached
     np.testing.assert_array_equal(first(x), third(x))
+
+
+def test_cached_parallel_code_runs_in_a_fresh_process(cache_in: Path) -> None:
+    """Code with OpenMP regions, loaded from the cache by a process that never built its IR
+    (so nothing else loaded libgomp), must still resolve GOMP_parallel."""
+    pytest.importorskip("llvmlite")
+    import subprocess
+    import sys
+
+    script = ("import numpy as np, tensorc as tc\n"
+              "x = np.arange(1 << 17, dtype=np.float32).reshape(128, 1024)\n"
+              "c = tc.jit(lambda a: tc.softmax(a * 0.001, -1) + a).lower(x).compile('llvm')\n"
+              "print(c.executable.module.cached, 'GOMP_parallel' in c.executable.ir_text, float(np.asarray(c(x)).sum()))\n")
+    env = {**os.environ, "TENSORC_CACHE_DIR": str(cache_in), "OMP_NUM_THREADS": "2"}
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    first, second = (r.stdout.split() for r in runs)
+    assert first[:2] == ["False", "True"] and second[:2] == ["True", "True"]
+    assert first[2] == second[2]

@@ -29,7 +29,7 @@ from ..reference.interpreter import bind_inputs, evaluate_node
 from ..reference.schedule_runner import run_kernel
 from .codegen import build_module
 from .library import native_impl
-from .parallel import one_blas_thread
+from .parallel import load_runtime, one_blas_thread
 
 if TYPE_CHECKING:
     from ...schedule import Schedule
@@ -113,6 +113,7 @@ class NativeModule:
         from ...runtime import cache
 
         llvm = _init_llvm()
+        load_runtime()  # libgomp's symbols must resolve even when the code comes from the cache
         self._ir, self.opt = ir_text, opt
         self.tm = _target_machine(opt)
         if source is None:
