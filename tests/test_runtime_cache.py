@@ -114,7 +114,8 @@ def test_cached_parallel_code_runs_in_a_fresh_process(cache_in: Path) -> None:
     script = ("import numpy as np, tensorc as tc\n"
               "x = np.arange(1 << 17, dtype=np.float32).reshape(128, 1024)\n"
               "c = tc.jit(lambda a: tc.softmax(a * 0.001, -1) + a).lower(x).compile('llvm')\n"
-              "print(c.executable.module.cached, 'GOMP_parallel' in c.executable.ir_text, float(np.asarray(c(x)).sum()))\n")
+              "total = float(np.asarray(c(x)).sum())  # run before anything builds the IR\n"
+              "print(c.executable.module.cached, 'GOMP_parallel' in c.executable.ir_text, total)\n")
     env = {**os.environ, "TENSORC_CACHE_DIR": str(cache_in), "OMP_NUM_THREADS": "2"}
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
             for _ in range(2)]
