@@ -368,3 +368,18 @@ def test_debug_level_2_profiles_each_kernel() -> None:
             c(x)
     report = c.executable.profile_report()
     assert "(3 calls, median" in report and "softmax-row" in report and " loop " in report
+
+
+def test_long_reduced_inner_axis_is_not_split_over_threads() -> None:
+    """A column reduction whose innermost axis is reduced accumulates into one element per row:
+    its store loop must stay on one thread however long it is."""
+    from tensorc.backends.llvm.parallel import num_threads, set_num_threads
+
+    before = num_threads()
+    set_num_threads(2)
+    try:
+        x = rand(3, 2, 40_000)
+        check(lambda a: a.sum((0, 2)), x)
+        check(lambda a: (a + 1.0).sum(0) * 2.0, rand(5, 40_000))
+    finally:
+        set_num_threads(before)

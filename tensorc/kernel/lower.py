@@ -271,8 +271,11 @@ class _Lowerer:
         trailing = red == tuple(range(len(shape) - len(red), len(shape)))
         if not reduces:
             body = nest(rows, [store(o, full) for o in elem_out], "parallel")
-        elif not trailing and not elem_out and all(self.phase_of(r, {}) == 1 for r in reduces):
-            body = self.column_reduce(reduces, shape, rows, row_out, nest, store)
+        elif (not trailing and all(self.phase_of(r, {}) == 1 for r in reduces)
+              and all(self.phase_of(o, {}) == 0 for o in elem_out)):
+            # Elementwise outputs that need no reduction (a residual sum whose bias gradient the
+            # kernel also takes) are stored during the same in-order walk.
+            body = self.column_reduce(reduces, shape, rows, row_out, nest, store, elem_out)
         else:
             memo: dict[int, int] = {}
             phases = sorted({self.phase_of(r, memo) for r in reduces})
@@ -294,7 +297,8 @@ class _Lowerer:
         return LoweredKernel(func, self.args, outputs, self.scratch)
 
     def column_reduce(self, reduces: list[Node], shape: tuple[int, ...], rows: list[int], row_out: list[Node],
-                      nest: Callable[..., list[Stmt]], store: Callable[[Node, tuple[Affine, ...]], Store]) -> list[Stmt]:
+                      nest: Callable[..., list[Stmt]], store: Callable[[Node, tuple[Affine, ...]], Store],
+                      elem_out: list[Node] = ()) -> list[Stmt]:  # type: ignore[assignment]
         """Reductions over leading or middle axes: accumulate in a row buffer while walking the input in order.
 
         The row buffer is the reduction's output when the kernel stores it, else a scratch buffer.
@@ -313,6 +317,7 @@ class _Lowerer:
             init.append(Store(buf, row_flat, Const(identity, r.dtype)))
             cur = LoadExpr(buf, row_flat, r.dtype)
             step.append(Store(buf, row_flat, Binary("add" if r.op == "sum" else "maximum", cur, self.read(r.inputs[0], self.full), r.dtype)))
+        step += [store(o, self.full) for o in elem_out]
         for r in reduces:
             self.in_memory[id(r)] = self.arg_of[id(r)]
         stored = [o for o in row_out if id(o) not in self.in_memory]

@@ -119,10 +119,12 @@ def _loaded_buffers(body: list[Stmt]) -> set[int]:
 
 
 def _parallel_ok(s: Loop) -> bool:
-    """A loop the lowerer marked parallel, or an elementwise loop (only stores, so iterations are independent)."""
+    """A loop the lowerer marked parallel, or an elementwise loop: only stores, each to a place that
+    moves with the loop variable, so iterations touch disjoint elements."""
     if s.kind == "parallel":
         return True
-    return s.kind == "vector" and all(isinstance(c, Store) for c in s.body)
+    return s.kind == "vector" and all(isinstance(c, Store) and any(v == s.var and k for v, k in c.offset.terms)
+                                      for c in s.body)
 
 
 class FuncEmitter:
