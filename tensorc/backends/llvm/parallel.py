@@ -1,7 +1,8 @@
 """Parallel loops in generated code, run by OpenMP's runtime (libgomp).
 
 :func:`parallel_for` emits ``for i in range(n)`` whose iterations are split
-into contiguous chunks over the threads of one ``GOMP_parallel`` region. The
+into contiguous chunks (about four per thread) that the threads of one
+``GOMP_parallel`` region claim from a shared atomic counter. The
 loop body goes into an outlined function ``void f(ptr data)``; the values it
 needs from the enclosing function travel in a stack struct. A region costs
 about 1 µs (``shared/research/llvm-cpu-facts.md``: Python thread pools cost
@@ -42,6 +43,8 @@ PTR = ir.PointerType()
 VOID = ir.VoidType()
 
 _gomp: ctypes.CDLL | None = None
+
+CHUNKS_PER_THREAD = 4  # chunks of a parallel loop per thread (see parallel_for)
 
 #: Body callback: ``body(builder, start, end, values)`` emits the iterations ``start <= i < end``;
 #: ``values`` are the captured values, loaded inside the outlined function.
@@ -134,33 +137,46 @@ def parallel_for(b: ir.IRBuilder, n: ir.Value, captured: Sequence[ir.Value], bod
     module = b.module
     load_runtime()
     tys = [v.type for v in captured]
-    struct = ir.LiteralStructType([I64, *tys])
+    struct = ir.LiteralStructType([I64, I64, *tys])  # total, next chunk (claimed atomically), captured...
     outlined = ir.Function(module, ir.FunctionType(VOID, [PTR]), name=name)
     outlined.linkage = "internal"
     outlined.attributes.add("nounwind")
     ob = ir.IRBuilder(outlined.append_basic_block("entry"))
     data = outlined.args[0]
 
-    def field(i: int, ty: ir.Type) -> ir.Value:
-        return ob.load(ob.gep(data, [I32(0), I32(i)], source_etype=struct, inbounds=True), typ=ty)
+    def field(i: int) -> ir.Value:
+        return ob.gep(data, [I32(0), I32(i)], source_etype=struct, inbounds=True)
 
-    total = field(0, I64)
-    vals = [field(i + 1, t) for i, t in enumerate(tys)]
-    tid = ob.sext(ob.call(_declare(module, "omp_get_thread_num", I32, []), []), I64)
+    total = ob.load(field(0), typ=I64)
+    vals = [ob.load(field(i + 2), typ=t) for i, t in enumerate(tys)]
     nth = ob.sext(ob.call(_declare(module, "omp_get_num_threads", I32, []), []), I64)
+    # About CHUNKS_PER_THREAD chunks per thread, each a whole number of grains, claimed from a shared
+    # counter: a thread the OS delays (the machine is shared) leaves its chunks to the others.
     g = I64(grain)
     blocks = ob.udiv(ob.add(total, I64(grain - 1)), g)
-    per = ob.udiv(ob.add(blocks, ob.sub(nth, I64(1))), nth)
-    start = ob.mul(ob.mul(per, tid), g)
-    stop = ob.mul(ob.mul(per, ob.add(tid, I64(1))), g)
-    start = ob.select(ob.icmp_unsigned("<", start, total), start, total)
+    want = ob.mul(nth, I64(CHUNKS_PER_THREAD))
+    per = ob.udiv(ob.add(blocks, ob.sub(want, I64(1))), want)
+    per = ob.select(ob.icmp_unsigned("<", per, I64(1)), I64(1), per)
+    chunk = ob.mul(per, g)
+    head = outlined.append_basic_block("chunk.head")
+    work = outlined.append_basic_block("chunk.work")
+    done = outlined.append_basic_block("chunk.done")
+    ob.branch(head)
+    ob.position_at_end(head)
+    claimed = ob.atomic_rmw("add", field(1), I64(1), "monotonic")
+    start = ob.mul(claimed, chunk)
+    ob.cbranch(ob.icmp_unsigned("<", start, total), work, done)
+    ob.position_at_end(work)
+    stop = ob.add(start, chunk)
     stop = ob.select(ob.icmp_unsigned("<", stop, total), stop, total)
     body(ob, start, stop, vals)
+    ob.branch(head)
+    ob.position_at_end(done)
     ob.ret_void()
 
     slot = b.alloca(struct)
     slot.type = PTR
-    for i, v in enumerate([n, *captured]):
+    for i, v in enumerate([n, I64(0), *captured]):
         b.store(v, b.gep(slot, [I32(0), I32(i)], source_etype=struct, inbounds=True))
     gomp = _declare(module, "GOMP_parallel", VOID, [PTR, PTR, I32, I32])
     if serial_below is None:
