@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an argument of the function, e.g. x:f32[8,128] (repeat for each)")
         s.add_argument("--seed", type=int, default=0, help="seed for the random example inputs")
         if name == "run":
-            s.add_argument("--target", default="reference", help="backend (default: reference)")
+            s.add_argument("--target", default="llvm", help="backend: llvm (default) or reference")
         s.set_defaults(func=fn)
     t = sub.add_parser("train", help="train a registered model (gpt, lstm, seq2seq, word2vec, ...)")
     t.add_argument("model", help="a registered model: gpt, rnn, lstm, gru, window, seq2seq, transformer, word2vec")
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=16)
     c.add_argument("--vocab-size", type=int, default=65)
     c.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="change one model config value")
-    c.add_argument("--target", default="reference", help="reference (llvm and cuda are not built yet)")
+    c.add_argument("--target", default="llvm", help="llvm (default) or reference (cuda is not built yet)")
     c.add_argument("-o", "--out", default=None, help="directory for the stages")
     c.add_argument("--seed", type=int, default=0, help="seed for the random example inputs")
     c.set_defaults(func=_cmd_compile)

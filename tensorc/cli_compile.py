@@ -12,8 +12,9 @@ Written to ``-o DIR``: ``graph.txt`` (the traced IR), ``optimized.txt`` (after
 the passes), ``passes.txt`` (what each pass did), ``report.txt`` (kernels,
 fused patterns, FLOPs, bytes, peak memory by role, refused fusions),
 ``kernels.txt`` (each kernel's ops and loads), ``graph.dot`` and, for
-``--target llvm``, ``kernels.ll`` (the generated LLVM IR of the kernels that
-run natively; the rest still run on the reference backend).
+``--target llvm`` (the default), ``kernels.ll`` (the generated LLVM IR of the
+loop-nest kernels; matmuls and fused ops run the LLVM backend's library
+routines, see ``tensorc.backends.llvm.library``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def compile_to_directory(fn: Any, args: tuple, out: str | None, target: str, nam
 
     if target in NATIVE_TARGETS:
         raise CompileError(f"--target {target}: {NATIVE_TARGETS[target]} is not built yet (an open issue); "
-                           "use --target reference")
+                           "use --target llvm or reference")
     if target not in ("reference", "llvm"):
         raise CompileError(f"unknown target {target!r}; targets: reference, llvm (cuda is an open issue)")
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any
 _DEFAULTS: dict[str, tuple[str, Any, type]] = {
     # name: (environment variable, default, type)
     "debug": ("TENSORC_DEBUG", 0, int),
-    "target": ("TENSORC_TARGET", "reference", str),
+    "target": ("TENSORC_TARGET", "llvm", str),
     "cache_dir": ("TENSORC_CACHE_DIR", "", str),
     "dump_dir": ("TENSORC_DUMP_DIR", "", str),
     "verify": ("TENSORC_VERIFY", 0, int),

@@ -61,9 +61,14 @@ def test_cache_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_default_directory_is_the_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import tensorc as tc
+
     monkeypatch.delenv("TENSORC_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert cache.cache_dir() == tmp_path / "tensorc"
+    with tc.config(cache_dir=""):
+        assert cache.cache_dir() == tmp_path / "tensorc"
+    with tc.config(cache_dir=str(tmp_path / "mine")):  # set in code
+        assert cache.cache_dir() == tmp_path / "mine"
 
 
 def _writer(args: tuple[str, str, int]) -> bool:

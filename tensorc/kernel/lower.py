@@ -51,6 +51,7 @@ from .ir import (
     Where,
 )
 
+HALF_DTYPES = (dtypes.float16, dtypes.bfloat16)  # a column reduction's in-memory row buffer would round every step
 NATIVE_DTYPES = (dtypes.bool_, dtypes.int32, dtypes.int64, dtypes.uint32, dtypes.float16, dtypes.bfloat16,
                  dtypes.float32, dtypes.float64)  # float16/bfloat16: stored as such, computed in float32
 FLOAT_UNARY = ("exp", "log", "sqrt", "rsqrt", "reciprocal", "tanh", "sigmoid", "sin", "cos", "erf", "floor")
@@ -271,7 +272,7 @@ class _Lowerer:
         trailing = red == tuple(range(len(shape) - len(red), len(shape)))
         if not reduces:
             body = nest(rows, [store(o, full) for o in elem_out], "parallel")
-        elif (not trailing and all(self.phase_of(r, {}) == 1 for r in reduces)
+        elif (not trailing and all(self.phase_of(r, {}) == 1 and r.dtype not in HALF_DTYPES for r in reduces)
               and all(self.phase_of(o, {}) == 0 for o in elem_out)):
             # Elementwise outputs that need no reduction (a residual sum whose bias gradient the
             # kernel also takes) are stored during the same in-order walk.

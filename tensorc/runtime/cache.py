@@ -6,8 +6,9 @@ for the host). The key is a SHA-256 over everything the code depends on: the
 source (LLVM IR text, which holds every shape and stride), the target, the CPU
 name and features, and the versions of tensorc and llvmlite.
 
-- Directory: ``TENSORC_CACHE_DIR``, else ``$XDG_CACHE_HOME/tensorc``, else
-  ``~/.cache/tensorc``. ``TENSORC_CACHE_DIR=off`` turns the cache off.
+- Directory: ``TENSORC_CACHE_DIR`` (or ``tc.config(cache_dir=...)``), else
+  ``$XDG_CACHE_HOME/tensorc``, else ``~/.cache/tensorc``. ``off`` turns the
+  cache off.
 - A truncated or corrupted entry (wrong magic, length or checksum) is never
   loaded: :func:`load` deletes it and reports a miss, so the caller rebuilds.
 - Two processes may compile the same program at once: each writes a private
@@ -40,7 +41,11 @@ stats = {"hits": 0, "misses": 0, "corrupt": 0, "stores": 0}
 
 def cache_dir() -> Path | None:
     """Where entries live, or None when the cache is off (``TENSORC_CACHE_DIR=off``)."""
+    from ..config import config
+
     env = os.environ.get("TENSORC_CACHE_DIR")
+    if env is None and config.get("cache_dir"):  # tc.config(cache_dir=...)
+        env = config.get("cache_dir")
     if env is not None:
         return None if env.strip().lower() in ("", "off", "0", "none") else Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

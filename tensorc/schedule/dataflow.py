@@ -13,10 +13,13 @@ arrays.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ..ir.node import Graph, Node
 from ..ir.registry import REGISTRY
+from .domain import is_identity
 from .views import MOVEMENT_OPS, View, compose
 
 SOURCE_OPS = ("param", "const", "iota")  # read in place (buffers, index math), never kernels
@@ -34,6 +37,11 @@ def nbytes(node: Node) -> int:
     return 0 if node.is_tuple else math.prod(node.shape) * node.dtype.itemsize
 
 
+def chain_key(chain: Chain) -> tuple[tuple[int, int], ...]:
+    """``chain`` as (node id, operand) pairs: a cheap dict key (Nodes compare structurally)."""
+    return tuple((id(n), k) for n, k in chain)
+
+
 @dataclass(frozen=True)
 class Read:
     """``reader`` reads ``src`` through ``chain`` (movement ops, innermost first) as its input ``operand``."""
@@ -44,6 +52,11 @@ class Read:
 
     def chain_text(self) -> str:
         return " -> ".join(n.op for n, _ in self.chain)
+
+    @cached_property
+    def chain_ids(self) -> tuple[tuple[int, int], ...]:
+        """:func:`chain_key` of ``chain``, computed once (kernel loads are keyed by it)."""
+        return chain_key(self.chain)
 
 
 @dataclass
@@ -56,7 +69,15 @@ class Materialization:
 
 @dataclass
 class Dataflow:
-    """The computations of ``graph``, what each reads, and who reads each value."""
+    """The computations of ``graph``, what each reads, and who reads each value.
+
+    The scheduler asks the same questions about a computation every time it checks a group
+    that holds it (hundreds of times in a training step), so the answers that do not depend
+    on the group are computed once here: ``kinds``, ``numels``, ``source_ids``, ``reader_ids``
+    and ``anchor_ids`` of the computations, ``value_bytes`` of every value (keyed by
+    ``id(node)``, like every map here), and, on first use, the view of each read
+    (:meth:`read_view`).
+    """
 
     graph: Graph
     order: list[Node]
@@ -68,14 +89,43 @@ class Dataflow:
     copies: set[int] = field(default_factory=set)
     compute_ids: set[int] = field(default_factory=set)
     inline_ids: set[int] = field(default_factory=set)
+    kinds: dict[int, str] = field(init=False)  # the scheduling kind (:meth:`kind`) of each computation
+    numels: dict[int, int] = field(init=False)  # elements of each computation's value (tuples excluded)
+    source_ids: dict[int, tuple[int, ...]] = field(init=False)  # the values each computation reads
+    reader_ids: dict[int, frozenset[int]] = field(init=False)  # the computations that read each value
+    anchor_ids: set[int] = field(init=False)  # reductions, matmuls and scatter_adds: what a kernel is built around
+    value_bytes: dict[int, int] = field(init=False)  # :func:`nbytes` of every node of the graph
     _views: dict[tuple, tuple[View | None, Node | None]] = field(default_factory=dict)
+    _read_views: dict[int, tuple[View | None, bool]] = field(default_factory=dict)
 
-    def compose(self, base_shape: tuple[int, ...], chain: Chain) -> tuple[View | None, Node | None]:
-        """:func:`~tensorc.schedule.views.compose`, remembered per chain."""
-        key = (base_shape, tuple((id(n), k) for n, k in chain))
-        hit = self._views.get(key)
+    def __post_init__(self) -> None:
+        self.kinds = {id(n): self.kind(n) for n in self.compute}
+        self.numels = {id(n): numel(n) for n in self.compute if not n.is_tuple}
+        self.source_ids = {id(n): tuple(id(r.src) for r in self.reads[id(n)]) for n in self.compute}
+        self.reader_ids = {src: frozenset(id(c) for c, _ in cs) for src, cs in self.consumers.items()}
+        self.anchor_ids = {id(n) for n in self.compute if self.kinds[id(n)] in ("matmul", "reduce") or n.op == "scatter_add"}
+        self.value_bytes = {id(n): nbytes(n) for n in self.order}
+
+    def in_order(self, ids: Iterable[int]) -> list[Node]:
+        """The nodes of these ids in topological order (sorted without a Python call per node)."""
+        return list(map(self.order.__getitem__, sorted(map(self.index.__getitem__, ids))))
+
+    def compose(self, base_shape: tuple[int, ...], chain: Chain, key: tuple | None = None) -> tuple[View | None, Node | None]:
+        """:func:`~tensorc.schedule.views.compose`, remembered per chain; ``key`` is
+        :func:`chain_key` of ``chain`` when the caller already has it."""
+        return _remembered_compose(self._views, base_shape, chain, key)
+
+    def read_view(self, read: Read) -> tuple[View | None, bool]:
+        """The strided view ``read`` reads its source through (None when no single view can), and
+        whether that view is the identity (the source in its own order, :func:`is_identity`).
+
+        Remembered per Read object (by ``id``): the reads are the ones in :attr:`reads`, which
+        live as long as the Dataflow."""
+        hit = self._read_views.get(id(read))
         if hit is None:
-            hit = self._views[key] = compose(base_shape, chain)
+            src = read.src
+            view = self.compose(src.shape, read.chain)[0] if read.chain else View.contiguous(src.shape)
+            hit = self._read_views[id(read)] = (view, view is not None and is_identity(view, numel(src)))
         return hit
 
     def is_compute(self, node: Node) -> bool:
@@ -99,13 +149,23 @@ class Dataflow:
         return list(out.values())
 
     def kind(self, node: Node) -> str:
-        """The scheduling kind: the registry's, with ``copy`` for materialized views."""
+        """The scheduling kind: the registry's, with ``copy`` for materialized views (``kinds``
+        holds it for every computation)."""
         if id(node) in self.copies:
             return "copy"
         return _KINDS.get(node.op) or _KINDS.setdefault(node.op, REGISTRY[node.op].kind)
 
 
 _KINDS: dict[str, str] = {}
+
+
+def _remembered_compose(views: dict[tuple, tuple[View | None, Node | None]], base_shape: tuple[int, ...], chain: Chain,
+                        key: tuple | None = None) -> tuple[View | None, Node | None]:
+    key = (base_shape, chain_key(chain) if key is None else key)
+    hit = views.get(key)
+    if hit is None:
+        hit = views[key] = compose(base_shape, chain)
+    return hit
 
 
 def describe_movement(node: Node) -> str:
@@ -158,6 +218,7 @@ def analyze(graph: Graph) -> Dataflow:
         materializations.append(Materialization(node, reason))
 
     inline = _index_math(graph)
+    views: dict[tuple, tuple[View | None, Node | None]] = {}  # compose() by chain: the Dataflow keeps it
     for out in graph.outputs:
         if out.op in MOVEMENT_OPS and id(out) not in copies:
             for read in _walk_back(out, 0, (), copies):
@@ -168,12 +229,14 @@ def analyze(graph: Graph) -> Dataflow:
     while True:
         compute = [n for n in order if (n.op not in MOVEMENT_OPS and n.op not in SOURCE_OPS and id(n) not in inline)
                    or id(n) in copies or (id(n) in inline and n.op != "const" and any(o is n for o in graph.outputs))]
+        reads: dict[int, list[Read]] = {}
         added = False
         for node in compute:
-            for read in reads_of(node, copies):
+            reads[id(node)] = reads_of(node, copies)  # final once a pass materializes nothing
+            for read in reads[id(node)]:
                 if id(read.src) in inline or not read.chain:
                     continue
-                view, failed = compose(read.src.shape, read.chain)
+                view, failed = _remembered_compose(views, read.src.shape, read.chain, read.chain_ids)
                 if view is None:
                     pos = next(i for i, (n, _) in enumerate(read.chain) if n is failed)
                     target = read.chain[pos - 1][0] if pos > 0 else None
@@ -184,14 +247,13 @@ def analyze(graph: Graph) -> Dataflow:
                     added = True
         if not added:
             break
-    reads = {id(n): reads_of(n, copies) for n in compute}
     consumers: dict[int, list[tuple[Node, Read]]] = {}
     for node in compute:
         for read in reads[id(node)]:
             consumers.setdefault(id(read.src), []).append((node, read))
     compute_ids = {id(n) for n in compute}
     return Dataflow(graph, order, index, compute, reads, consumers, materializations, copies, compute_ids,
-                    inline - compute_ids)
+                    inline - compute_ids, _views=views)
 
 
 def _index_math(graph: Graph) -> set[int]:

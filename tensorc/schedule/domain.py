@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 from .views import View, contiguous_strides
 
@@ -51,17 +52,19 @@ class Domain:
 
     @staticmethod
     def of_reduce(shape: Sequence[int], axes: Sequence[int]) -> Domain:
-        return Domain(merged_signature(shape, axes), tuple(shape), tuple(axes))
+        return _reduce_domain(tuple(shape), tuple(axes))
 
     @staticmethod
     def elementwise(shape: Sequence[int]) -> Domain:
         return Domain(merged_signature(shape, ()), tuple(shape), ())
 
-    @property
+    # ``full`` and ``rows`` are computed once per Domain: the scheduler asks a kernel's domain the
+    # level of every value it checks.
+    @cached_property
     def full(self) -> int:
         return math.prod(n for n, _ in self.signature)
 
-    @property
+    @cached_property
     def rows(self) -> int:
         return math.prod(n for n, red in self.signature if not red)
 
@@ -98,6 +101,13 @@ class Domain:
             if stride != want:
                 return False
         return True
+
+
+@lru_cache(maxsize=1024)
+def _reduce_domain(shape: tuple[int, ...], axes: tuple[int, ...]) -> Domain:
+    """:meth:`Domain.of_reduce`, remembered (a Domain is immutable): the scheduler asks for the
+    domain of every reduction of every group it checks, over and over."""
+    return Domain(merged_signature(shape, axes), shape, axes)
 
 
 def is_identity(view: View, numel_in: int) -> bool:

@@ -13,6 +13,12 @@ groups that each merge repairs locally (Pearce and Kelly's dynamic
 topological order), so it visits only the groups between ``a`` and ``b``.
 Rounds repeat until one merges nothing; the reasons of that last round are
 the refused fusions the report prints.
+
+A merged group keeps the legality facts found when its merge was checked, so
+that growing it by a smaller group checks only the smaller one
+(:func:`~tensorc.schedule.legality.extend_group`), and answers are remembered
+per pair of group versions, since most candidates of a round are unchanged
+since the last one.
 """
 
 from __future__ import annotations
@@ -22,11 +28,24 @@ from dataclasses import dataclass
 import networkx as nx
 
 from ..ir.node import Node
-from .dataflow import Dataflow, nbytes
+from .dataflow import Dataflow
 from .domain import Domain
-from .legality import GroupFacts, check_group
+from .legality import GroupFacts, check_group, extend_group, group_loads
 
 OPAQUE_KINDS = ("fused", "control")
+
+
+def opaque_reason(flow: Dataflow, members: list[Node]) -> str | None:
+    """Why computations ``members`` must be a kernel of their own, if they must."""
+    for node in members:
+        kind = flow.kinds[id(node)]
+        if kind == "fused":
+            return f"fused op {node.op} is opaque"
+        if node.op == "scan":
+            return "scan is its own kernel"
+        if kind not in ("elementwise", "reduce", "movement", "matmul", "index", "source", "copy", "control"):
+            return f"{node.op} (kind {kind}) is scheduled alone"
+    return None
 
 
 @dataclass
@@ -69,10 +88,14 @@ class Partitioner:
                 if src is not None and src != dst:
                     self.succ[src].add(dst)
                     self.pred[dst].add(src)
+        # Found once: an opaque group never merges, and a merge of two other groups is not opaque.
+        self._opaque = {gid: opaque_reason(flow, members) for gid, members in self.members.items()}
         self.dag = nx.DiGraph()
         self.facts: dict[int, GroupFacts] = {}
         self.pos = {gid: gid for gid in self.members}  # a topological numbering (node indices are one)
         self.version = {gid: 0 for gid in self.members}  # bumped when a group grows
+        # check_merge's answers by (a, version of a, b, version of b); and, for each group made
+        # by a merge, (its version, its facts), valid until it grows again.
         self._checked: dict[tuple[int, int, int, int], GroupFacts | str] = {}
         self._merged_facts: dict[int, tuple[int, GroupFacts]] = {}
         self._renumber: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
@@ -80,15 +103,8 @@ class Partitioner:
     # ------------------------------------------------------------------ queries
 
     def opaque_reason(self, gid: int) -> str | None:
-        for node in self.members[gid]:
-            kind = self.flow.kind(node)
-            if kind == "fused":
-                return f"fused op {node.op} is opaque"
-            if node.op == "scan":
-                return "scan is its own kernel"
-            if kind not in ("elementwise", "reduce", "movement", "matmul", "index", "source", "copy", "control"):
-                return f"{node.op} (kind {kind}) is scheduled alone"
-        return None
+        """Why group ``gid`` must be a kernel of its own, if it must."""
+        return self._opaque[gid]
 
     def _reach(self, start: int, skip: int, step: dict[int, set[int]], lo: int, hi: int,
                stop: set[int] = frozenset()) -> tuple[set[int], int | None]:
@@ -136,8 +152,7 @@ class Partitioner:
         key = (a, self.version[a], b, self.version[b])
         facts = self._checked.get(key)
         if facts is None:
-            merged = sorted(self.members[a] + self.members[b], key=lambda n: self.flow.index[id(n)])
-            facts = self._checked[key] = check_group(self.flow, merged, self.graph_outputs, self.names)
+            facts = self._checked[key] = self.check_merge(a, b)
         if isinstance(facts, str):
             return facts, None
         via = self.cycle_through(a, b)
@@ -145,16 +160,31 @@ class Partitioner:
             return "would create a cycle through kernel {via}", via
         return None
 
+    def check_merge(self, a: int, b: int) -> GroupFacts | str:
+        """:func:`~tensorc.schedule.legality.check_group` of the union of groups ``a`` and ``b``.
+
+        When the larger of them is a merged group that the other does not feed, its facts (kept
+        from its own merge) let :func:`~tensorc.schedule.legality.extend_group` check only the
+        smaller one: that keeps growing a large kernel from costing its size at every merge."""
+        merged = self.flow.in_order(map(id, self.members[a] + self.members[b]))
+        known, extra = (a, b) if len(self.members[a]) >= len(self.members[b]) else (b, a)
+        cached = self._merged_facts.get(known)
+        if cached is not None and cached[0] == self.version[known] and extra not in self.pred[known]:
+            facts = extend_group(self.flow, cached[1], self.members[extra], merged, self.graph_outputs, self.names)
+            if facts is not None:
+                return facts
+        return check_group(self.flow, merged, self.graph_outputs, self.names)
+
     def reduce_signature(self, gid: int) -> tuple | None:
         for node in self.members[gid]:
-            if self.flow.kind(node) == "reduce":
+            if self.flow.kinds[id(node)] == "reduce":
                 return Domain.of_reduce(node.inputs[0].shape, node.attrs["axes"]).signature
         return None
 
     # ------------------------------------------------------------------ candidates
 
     def _anchored(self, gid: int) -> bool:
-        return any(self.flow.kind(n) in ("reduce", "matmul") or n.op == "scatter_add" for n in self.members[gid])
+        return not self.flow.anchor_ids.isdisjoint(map(id, self.members[gid]))
 
     def _tier(self, producer: int, consumer: int, readers: set[int]) -> int:
         """Which vertical merges go first. 0: the consumer is the producer's only reader (fusing
@@ -169,15 +199,16 @@ class Partitioner:
 
     def candidates(self) -> list[tuple[tuple, int, int, bool]]:
         """(sort key, a, b, vertical) for every merge worth trying, best first."""
+        group_of, value_bytes = self.group_of, self.flow.value_bytes
         saved: dict[tuple[int, int], dict[int, int]] = {}
         readers: dict[int, set[int]] = {}
         for node in self.flow.compute:
-            dst = self.group_of[id(node)]
-            for read in self.flow.reads[id(node)]:
-                readers.setdefault(id(read.src), set()).add(dst)
-                src = self.group_of.get(id(read.src))
+            dst = group_of[id(node)]
+            for value in self.flow.source_ids[id(node)]:
+                readers.setdefault(value, set()).add(dst)
+                src = group_of.get(value)
                 if src is not None and src != dst:
-                    saved.setdefault((src, dst), {})[id(read.src)] = nbytes(read.src)
+                    saved.setdefault((src, dst), {})[value] = value_bytes[value]
         readers_of_group: dict[int, set[int]] = {}
         for (a, b) in saved:
             readers_of_group.setdefault(a, set()).add(b)
@@ -188,13 +219,14 @@ class Partitioner:
             sig = self.reduce_signature(gid)
             if sig is not None:
                 by_sig.setdefault(sig, []).append(gid)
-        shared: dict[tuple[int, int], int] = {}
-        for src_id, groups in readers.items():
-            src = self.flow.order[self.flow.index[src_id]]
+        reducing = {gid for same in by_sig.values() for gid in same}
+        shared: dict[tuple[int, int], int] = {}  # only pairs of reductions are asked for
+        for value, groups in readers.items():
+            groups = groups & reducing
             for a in groups:
                 for b in groups:
                     if a < b:
-                        shared[(a, b)] = shared.get((a, b), 0) + nbytes(src)
+                        shared[(a, b)] = shared.get((a, b), 0) + value_bytes[value]
         for same in by_sig.values():
             for a, b in zip(same, same[1:]):
                 if (a, b) not in saved and (b, a) not in saved:
@@ -224,7 +256,7 @@ class Partitioner:
         self.version[keep] += 1
         for node in self.members[gone]:
             self.group_of[id(node)] = keep
-        self.members[keep] = sorted(self.members[keep] + self.members.pop(gone), key=lambda n: self.flow.index[id(n)])
+        self.members[keep] = self.flow.in_order(map(id, self.members[keep] + self.members.pop(gone)))
         for p in self.pred.pop(gone):
             self.succ[p].discard(gone)
             if p != keep:
@@ -268,11 +300,12 @@ class Partitioner:
                 continue
             cached = self._merged_facts.get(gid)
             if cached is not None and cached[0] == self.version[gid]:
-                self.facts[gid] = cached[1]
-                continue
-            facts = check_group(self.flow, members, self.graph_outputs, self.names)
-            if isinstance(facts, str):
-                raise AssertionError(f"scheduler bug: group {gid} is not a legal kernel: {facts}")
+                facts = cached[1]
+            else:
+                facts = check_group(self.flow, members, self.graph_outputs, self.names)
+                if isinstance(facts, str):
+                    raise AssertionError(f"scheduler bug: group {gid} is not a legal kernel: {facts}")
+            group_loads(self.flow, members, facts)
             self.facts[gid] = facts
         return refusals
 

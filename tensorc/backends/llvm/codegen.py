@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import llvmlite.ir as ir
+import numpy as np
 
 from ...ir import dtypes
 from ...ir.dtypes import DType
@@ -73,6 +74,8 @@ def memory_type(dt: DType) -> ir.Type:
 
 
 def _const(dt: DType, value: float | int | bool) -> ir.Constant:
+    if dt in HALF:  # the constant as the half type holds it
+        return ir.Constant(value_type(dt), float(np.asarray(value, dt.np).astype(np.float32)))
     if dt.is_float:
         return ir.Constant(value_type(dt), float(value))
     if dt == dtypes.bool_:
@@ -310,13 +313,13 @@ class FuncEmitter:
             return self.convert(self.affine(e.index), dtypes.int64, e.dtype)
         if isinstance(e, AccRef):
             slot, dt = self.accs[e.name]
-            return b.load(slot, typ=value_type(dt))
+            return self.rounded(b.load(slot, typ=value_type(dt)), dt)
         if isinstance(e, LoadExpr):
             return self.load(e)
         if isinstance(e, Unary):
-            return self.unary(e.op, self.expr(e.x), e.dtype)
+            return self.rounded(self.unary(e.op, self.expr(e.x), e.dtype), e.dtype)
         if isinstance(e, Binary):
-            return self.binary(e.op, self.expr(e.a), self.expr(e.b), e.a.dtype)
+            return self.rounded(self.binary(e.op, self.expr(e.a), self.expr(e.b), e.a.dtype), e.dtype)
         if isinstance(e, Where):
             return b.select(self.expr(e.cond), self.expr(e.a), self.expr(e.b))
         if isinstance(e, Cast):
@@ -451,6 +454,11 @@ class FuncEmitter:
                                                                          b.fcmp_ordered("<", y, zero)))
             return b.select(fix, b.fadd(r, y), r)
         raise NotImplementedError(op)
+
+    def rounded(self, v: ir.Value, dt: DType) -> ir.Value:
+        """A float16/bfloat16 op's float32 result rounded to its dtype, as every backend rounds after
+        each op (so fused kernels agree bit for bit with the reference); other dtypes unchanged."""
+        return self.widen_half(self.narrow_half(v, dt), dt) if dt in HALF else v
 
     def widen_half(self, v: ir.Value, dt: DType) -> ir.Value:
         """A float16/bfloat16 in memory form to float32."""
