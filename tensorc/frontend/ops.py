@@ -730,7 +730,7 @@ def matmul(a: Any, b: Any) -> Tensor:
         raise op_error(ShapeError, "matmul", types, f"inner dims {x2.shape[-1]} != {y2.shape[-2]}")
     batch = broadcast_shapes(x2.shape[:-2], y2.shape[:-2], op="matmul", types=types)
     if y2.ndim == 2 and x2.ndim > 2:  # a shared weight: one GEMM over all rows, so its gradient is one GEMM too
-        rows = apply("matmul", [reshape(x2, (-1, x2.shape[-1])), y2])
+        rows = apply("matmul", [reshape(x2, (math.prod(x2.shape[:-1]), x2.shape[-1])), y2])
         out = reshape(rows, x2.shape[:-1] + y2.shape[-1:])
         return reshape(out, out.shape[:-1]) if y.ndim == 1 else out
     x2 = broadcast_to(x2, batch + x2.shape[-2:])
