@@ -220,9 +220,21 @@ class CorpusLM:
 
     def demo(self, model: Any, params: Any) -> str:
         s = self.settings
-        sample = self.recipe.generate(model, params, self.tokenizer.encode("\n"), s.sample_tokens, temperature=0.8,
-                                      top_k=None, top_p=0.95, seed=s.seed)
-        return "sample:\n" + self.tokenizer.decode(sample)
+        lines = []
+        block = getattr(getattr(model, "config", None), "block_size", None)
+        if block:  # the whole held-out text, in non-overlapping windows, against the best add-ε bigram
+            if self._splits is None:
+                self.batch("val", 0, {"block_size": block})
+            train_ids, val_ids = self._splits  # type: ignore[misc]
+            xent = heldout_loss(model, params, val_ids, block)
+            bigram, eps = bigram_baseline(train_ids, val_ids, self.vocab_size)
+            lines.append(f"held-out text ({len(val_ids):,} tokens, windows of {block}): {xent:.4f} nats/token; "
+                         f"best add-ε bigram (ε={eps:g}): {bigram:.4f}; better by {bigram - xent:.4f} nats/token")
+        if s.sample_tokens:
+            sample = self.recipe.generate(model, params, self.tokenizer.encode("\n"), s.sample_tokens, temperature=0.8,
+                                          top_k=None, top_p=0.95, seed=s.seed)
+            lines.append("sample:\n" + self.tokenizer.decode(sample))
+        return "\n".join(lines)
 
     def respond(self, model: Any, params: Any, prompt: str, *, max_new_tokens: int = 200, stop: str | None = None,
                 **sampling: Any) -> str:
