@@ -36,7 +36,7 @@ import pytest
 import tensorc as tc
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["quickstart.md", "dsl.md", "autodiff.md", "passes.md", "models.md", "cli.md", "nn-and-optim.md", "text-and-data.md", "models-seq2seq.md"]
+PAGES = ["quickstart.md", "dsl.md", "autodiff.md", "passes.md", "backends.md", "models.md", "cli.md", "nn-and-optim.md", "text-and-data.md", "models-seq2seq.md"]
 
 _FENCE = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")
 _MARKER = re.compile(r"^<!--\s*(skip|file:\s*(?P<file>[\w./-]+))\s*-->\s*$")
