@@ -230,6 +230,9 @@ class GPTRecipe:
 
     name = "gpt"
     presets = PRESETS
+    # Measured on 2 cores: the tiny preset with these settings runs 1,356 steps in 10 minutes of
+    # training and ends 1.13 nats/char below the best add-eps bigram on the held-out text.
+    train_defaults = {"steps": 1400, "lr": 2e-3}
 
     def config_for(self, preset: str, vocab_size: int, **overrides: Any) -> dict[str, Any]:
         return from_preset(preset, vocab_size=vocab_size, **overrides).to_dict()

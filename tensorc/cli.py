@@ -175,10 +175,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.override, recipe.config_for(args.preset, 1), args.model)
     out = args.out or f"runs/{args.model}"
     # flags left out keep the recipe's defaults (its train_defaults), else TrainSettings'
-    given = {name: getattr(args, name) for name in ("batch_size", "lr", "warmup", "eval_every")
+    given = {name: getattr(args, name) for name in ("steps", "batch_size", "lr", "warmup", "eval_every")
              if getattr(args, name) is not None}
     settings = settings_for(
-        recipe, preset=args.preset, data=args.data, steps=args.steps, out=out, resume=args.resume, target=args.target,
+        recipe, preset=args.preset, data=args.data, out=out, resume=args.resume, target=args.target,
         seed=args.seed, time_budget=args.minutes * 60 if args.minutes else None, sample_tokens=args.sample_tokens,
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress, overrides=overrides, **given,
     )
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("model", help="a registered model: gpt, rnn, lstm, gru, window, seq2seq, transformer, word2vec")
     t.add_argument("--preset", default="tiny", help="model size preset (gpt: tiny, mini, gpt2)")
     t.add_argument("--data", default=None, help="a UTF-8 text file (default: the corpus that ships with Python)")
-    t.add_argument("--steps", type=int, default=2000, help="total optimizer steps")
+    t.add_argument("--steps", type=int, default=None, help="total optimizer steps: default 2000, or the recipe's own")
     t.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
     t.add_argument("--out", default=None, help="run directory (default runs/MODEL)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last")

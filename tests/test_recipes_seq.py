@@ -141,7 +141,9 @@ def test_config_and_settings_defaults() -> None:
     with pytest.raises(tc.TensorcError, match="unknown transformer preset 'huge'"):
         find_recipe("transformer").config_for("huge", 49)
     assert settings_for(recipe).batch_size == 64 and settings_for(recipe, batch_size=8).batch_size == 8
-    assert settings_for(find_recipe("gpt")) == TrainSettings()  # language models keep the general defaults
+    # gpt sets its steps and learning rate (the 10-minute tiny run); the other language models keep the general defaults
+    assert settings_for(find_recipe("gpt")) == TrainSettings(steps=1400, lr=2e-3)
+    assert settings_for(find_recipe("lstm")) == TrainSettings()
 
 
 # ----------------------------------------------------------------------------- the command line
