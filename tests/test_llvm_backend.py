@@ -393,3 +393,17 @@ def test_long_reduced_inner_axis_is_not_split_over_threads() -> None:
         check(lambda a: (a + 1.0).sum(0) * 2.0, rand(5, 40_000))
     finally:
         set_num_threads(before)
+
+
+def test_recomputed_values_read_through_padding() -> None:
+    """Gate gradients concatenated (pads of recomputed values) and reduced in the same kernel, as an
+    LSTM's backward step does: computed under guards, natively, with no out-of-bounds reads."""
+    a, b, c = rand(32, 8), rand(32, 8), rand(32, 8)
+
+    def fn(a: Any, b: Any, c: Any) -> Any:
+        cat = tc.concat([a * b, tc.tanh(b) - c, c * c * 0.5], axis=1)
+        return cat, cat.sum(0)
+
+    exe = check(fn, a, b, c)
+    assert not exe.fallback_kernels
+    exe = check(lambda a, b: tc.pad(a * b, ((1, 2), (3, 0))) + 1.0, a, b) if hasattr(tc, "pad") else None

@@ -1,13 +1,16 @@
 """Lower a scheduled :class:`~tensorc.schedule.kernel.Kernel` to a loop nest (:mod:`tensorc.kernel.ir`).
 
-Supported (first increment): kernels whose computations are elementwise
-(unary, binary, compare, ``where``, ``cast``) and ``sum``/``max`` reductions
-that share one iteration space, over bool/int32/int64/uint32/float32/float64
-values, and materialized copies, reading buffers through strided views (expand =
-stride 0, permute, slice, reshape, pad via a mask) and index sources (``iota``, scalar consts).
-Everything else (matmul, gather/scatter_add, scan, fused ops, materialized
-concat) makes :func:`lower_kernel` return None, and the
-backend runs that kernel with the reference semantics.
+Supported: kernels whose computations are elementwise (unary, binary,
+compare, ``where``, ``cast``) and ``sum``/``max`` reductions that share one
+iteration space, over bool/int32/int64/uint32/float16/bfloat16/float32/float64
+values, and materialized copies and concats, reading buffers through strided
+views (expand = stride 0, permute, slice, reshape, pad via a mask) and index
+sources (``iota``, scalar consts). A value recomputed under padding or inside
+a concat piece is built under *guards* (``lo <= index < hi``) that also mask
+its loads, so nothing is read out of bounds. Everything else (matmul,
+gather/scatter_add, scan, fused ops, a concat under another view) makes
+:func:`lower_kernel` return None; the LLVM backend runs matmul and fused ops
+with library routines and the rest with the reference semantics.
 
 An elementwise kernel is one loop nest over its output's shape. A reduction
 kernel loops over the rows (the kept axes); inside a row, each *phase* of
@@ -98,7 +101,7 @@ def split_view(view: View, index: tuple[Affine, ...], src_shape: tuple[int, ...]
     :class:`Unsupported` otherwise, and for masked views.
     """
     if view.mask is not None and any(m != (0, n) for m, n in zip(view.mask, view.shape)):
-        raise Unsupported("a recomputed value read through padding")
+        raise Unsupported("a recomputed value read through padding (see padded_window)")
     if 0 in src_shape or 0 in view.shape:
         return tuple(Affine() for _ in src_shape)
     cs = contiguous_strides(src_shape)
@@ -120,6 +123,21 @@ def split_view(view: View, index: tuple[Affine, ...], src_shape: tuple[int, ...]
     return tuple(parts)
 
 
+def padded_window(view: View, index: tuple[Affine, ...]) -> tuple[View, tuple[Affine, ...], tuple[tuple[Affine, int, int], ...]]:
+    """A padded view as its unpadded window: (the window's view, the index into it, the guards).
+
+    A read at ``index`` is the window's value at the shifted index where every guard
+    ``lo <= ix < hi`` holds, else the padding value."""
+    shape, idx, guards, off = list(view.shape), list(index), [], view.offset
+    for a, ((lo, hi), n) in enumerate(zip(view.mask or (), view.shape)):
+        if (lo, hi) != (0, n):
+            guards.append((index[a], lo, hi))
+            idx[a] = index[a].add(Affine.constant(-lo))
+            shape[a] = hi - lo
+            off += lo * view.strides[a]
+    return View(tuple(shape), view.strides, off), tuple(idx), tuple(guards)
+
+
 class _Lowerer:
     def __init__(self, kernel: Kernel, preloaded: frozenset[int] = frozenset()) -> None:
         self.kernel = kernel
@@ -134,6 +152,7 @@ class _Lowerer:
         self.full: tuple[Affine, ...] = ()
         self.row_index: tuple[Affine, ...] = ()
         self.memo: dict[tuple, Expr] = {}
+        self.guards: tuple[tuple[Affine, int, int], ...] = ()  # padding bounds the values being built sit under
 
     # ------------------------------------------------------------------ values
 
@@ -151,9 +170,11 @@ class _Lowerer:
         """The value of operand ``inp`` at ``index``, through the movement ops between it and its source
         (``copy``: a materialized movement op of the kernel, read through like the others)."""
         node, chain = inp, []
+        if node.op == "concat" and id(node) in self.exec and (id(node) not in self.members or node is copy):
+            return self.concat(node, index)
         while node.op in MOVEMENT_OPS and id(node) in self.exec and (id(node) not in self.members or node is copy):
             if node.op == "concat":
-                raise Unsupported("concat")
+                raise Unsupported("concat under another view")
             chain.insert(0, (node, 0))
             node = node.inputs[0]
         if not chain:
@@ -163,20 +184,57 @@ class _Lowerer:
             raise Unsupported("not one strided view")
         if not self.computable(node) and not (node.op == "const" and math.prod(node.shape) == 1 and view.mask is None):
             return self.load(node, view, index)
+        if view.mask is not None and any(m != (0, n) for m, n in zip(view.mask, view.shape)):
+            # A recomputed value read through padding (a concat of gradients): computed under guards
+            # that keep its loads in bounds, and selected where the guards hold.
+            window, inner, guards = padded_window(view, index)
+            if any(hi <= lo for _, lo, hi in guards):
+                return Const(view.fill, node.dtype)
+            value, cond = self.guarded(guards, lambda: self.value(node, split_view(window, inner, node.shape)))
+            return Where(cond, value, Const(view.fill, node.dtype), node.dtype)
         return self.value(node, split_view(view, index, node.shape))
+
+    def guarded(self, guards: tuple[tuple[Affine, int, int], ...], build: Callable[[], Expr]) -> tuple[Expr, Expr]:
+        """(the value ``build`` makes with its loads kept inside ``guards``, the guards as a bool)."""
+        outer = self.guards
+        self.guards = outer + guards
+        try:
+            value = build()
+        finally:
+            self.guards = outer
+        cond: Expr | None = None
+        for ix, lo, hi in guards:
+            i = Index(ix, dtypes.int64)
+            ok = Binary("logical_and", Binary("ge", i, Const(lo, dtypes.int64), dtypes.bool_),
+                        Binary("lt", i, Const(hi, dtypes.int64), dtypes.bool_), dtypes.bool_)
+            cond = ok if cond is None else Binary("logical_and", cond, ok, dtypes.bool_)
+        assert cond is not None
+        return value, cond
+
+    def concat(self, node: Node, index: tuple[Affine, ...]) -> Expr:
+        """A concat read at ``index``: each piece under the guard of its range along the axis."""
+        axis, start, result = node.attrs["axis"], 0, None
+        for piece in node.inputs:
+            n = piece.shape[axis]
+            if n:
+                inner = tuple(ix.add(Affine.constant(-start)) if a == axis else ix for a, ix in enumerate(index))
+                value, cond = self.guarded(((index[axis], start, start + n),), lambda p=piece, i=inner: self.read(p, i))
+                result = value if result is None else Where(cond, value, result, node.dtype)
+            start += n
+        return result if result is not None else Const(0, node.dtype)
 
     def load(self, node: Node, view: View, index: tuple[Affine, ...]) -> Expr:
         if node.dtype not in NATIVE_DTYPES or node.is_tuple:
             raise Unsupported(f"dtype {node.dtype}")
         if math.prod(node.shape) == 0:  # only padding reads it (or nothing runs): never touch its memory
             return Const(view.fill, node.dtype)
-        mask: tuple[tuple[Affine, int, int], ...] = ()
+        mask: tuple[tuple[Affine, int, int], ...] = self.guards
         if view.mask is not None:
-            mask = tuple((ix, lo, hi) for ix, (lo, hi), n in zip(index, view.mask, view.shape) if (lo, hi) != (0, n))
+            mask += tuple((ix, lo, hi) for ix, (lo, hi), n in zip(index, view.mask, view.shape) if (lo, hi) != (0, n))
         return LoadExpr(self.buf(node), flat_offset(index, view.strides, view.offset), node.dtype, mask, view.fill)
 
     def value(self, node: Node, index: tuple[Affine, ...]) -> Expr:
-        key = (id(node), index)
+        key = (id(node), index, self.guards)
         hit = self.memo.get(key)
         if hit is None:
             hit = self.memo[key] = self._value(node, index)
