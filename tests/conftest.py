@@ -9,9 +9,11 @@ import os
 import sys
 import tempfile
 
-import tensorc as tc
-
-tc.config.set(verify=1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ["TENSORC_CACHE_DIR"] = tempfile.mkdtemp(prefix="tensorc-test-cache-")
+_cache = tempfile.mkdtemp(prefix="tensorc-test-cache-")
+os.environ["TENSORC_CACHE_DIR"] = _cache  # for subprocesses
+
+import tensorc as tc  # noqa: E402
+
+tc.config.set(verify=1, cache_dir=_cache)
 sys.path.insert(0, os.path.dirname(__file__))  # shared strategies and helpers import by name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,12 @@ from tensorc.runtime import cache
 
 
 @pytest.fixture
-def cache_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TENSORC_CACHE_DIR", str(tmp_path))
-    return tmp_path
+def cache_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    import tensorc as tc
+
+    monkeypatch.setenv("TENSORC_CACHE_DIR", str(tmp_path))  # for subprocesses
+    with tc.config(cache_dir=str(tmp_path)):
+        yield tmp_path
 
 
 def entry(root: Path, k: str) -> Path:
@@ -54,10 +58,15 @@ def test_damaged_entries_are_removed_not_loaded(cache_in: Path, damage: str) -> 
 
 
 def test_cache_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tensorc as tc
+
     monkeypatch.setenv("TENSORC_CACHE_DIR", "off")
-    assert cache.cache_dir() is None
-    cache.store("0" * 64, b"x")
-    assert cache.load("0" * 64) is None
+    with tc.config(cache_dir=""):  # the variable, read now
+        assert cache.cache_dir() is None
+    with tc.config(cache_dir="off"):
+        assert cache.cache_dir() is None
+        cache.store("0" * 64, b"x")
+        assert cache.load("0" * 64) is None
 
 
 def test_default_directory_is_the_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -43,9 +43,8 @@ def cache_dir() -> Path | None:
     """Where entries live, or None when the cache is off (``TENSORC_CACHE_DIR=off``)."""
     from ..config import config
 
-    env = os.environ.get("TENSORC_CACHE_DIR")
-    if env is None and config.get("cache_dir"):  # tc.config(cache_dir=...)
-        env = config.get("cache_dir")
+    # tc.config(cache_dir=...) (which also holds TENSORC_CACHE_DIR as read at import), else the variable now
+    env = config.get("cache_dir") or os.environ.get("TENSORC_CACHE_DIR")
     if env is not None:
         return None if env.strip().lower() in ("", "off", "0", "none") else Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
