@@ -17,14 +17,12 @@ the table shows medians.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from common import machine, median_time, report, try_torch
+from common import blocked, machine, median_time, report, try_torch
 
 import tensorc as tc
 import tensorc.nn.functional as F
@@ -35,22 +33,6 @@ from tensorc.ir.node import Attrs, Node
 from tensorc.ir.registry import REGISTRY
 
 B, H, T, D = 8, 12, 256, 64
-
-
-def blocked(fns: dict[str, Callable[[], Any]], rounds: int = 3, block: int = 6, pause: float = 0.05) -> dict[str, float]:
-    """Median seconds per variant over ``rounds`` rounds of ``block`` back-to-back calls each (after one
-    warm-up call). Blocks alternate, not single calls: torch and tensorc each spin their own OpenMP
-    pool after a parallel region, and calling one right after the other makes them fight for the cores."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            time.sleep(pause)
-            for i in range(block + 1):
-                t0 = time.perf_counter()
-                fn()
-                if i:
-                    times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def native(op: str, attrs: dict[str, Any], *arrays: np.ndarray) -> tuple[Callable[..., Any], Callable[..., Any]]:

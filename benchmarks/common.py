@@ -78,3 +78,21 @@ def report(title: str, rows: list[tuple[str, float]], flops: float = 0.0, nbytes
         gb = nbytes / t / 1e9 if nbytes else 0.0
         ratio = t / base if base else float("nan")
         print(f"{name:<28} {t * 1e3:>10.2f} {gf:>9.1f} {100 * gf / PEAK_GFLOPS if flops else 0:>6.0f}% {gb:>7.1f} {ratio:>22.2f}")
+
+
+def blocked(fns: dict[str, Callable[[], Any]], rounds: int = 3, block: int = 6, pause: float = 0.05) -> dict[str, float]:
+    """Median seconds per variant over ``rounds`` rounds of ``block`` back-to-back calls each (after one
+    warm-up call per block). Blocks alternate, not single calls: torch and tensorc each run their own
+    OpenMP pool, whose threads spin for a while after a parallel region, so calling one right after the
+    other makes both fight for the cores (no user mixes them call by call); the pause lets the other
+    pool's threads go to sleep."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(pause)
+            for i in range(block + 1):
+                t0 = time.perf_counter()
+                fn()
+                if i:
+                    times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}

@@ -13,15 +13,13 @@ runs a fused node: forward ``fused_layernorm``, forward+backward that plus ``fus
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from common import machine, report, try_torch
+from common import blocked, machine, report, try_torch
 
 import tensorc as tc
 import tensorc.nn.functional as F
@@ -32,24 +30,6 @@ from tensorc.ir.node import Attrs, Node
 from tensorc.ir.registry import REGISTRY
 
 ROWS, D = 8192, 768
-
-
-def blocked(fns: dict[str, Callable[[], Any]], rounds: int = 3, block: int = 6, pause: float = 0.05) -> list[tuple[str, float]]:
-    """Median seconds per variant: ``rounds`` rounds, each running every variant ``block`` times in a row
-    (the first call of a block is a warm-up). Blocks, not single calls, alternate: torch and tensorc each
-    run their own OpenMP thread pool, whose threads spin for a while after a parallel region, so calling
-    one right after the other makes both fight for the 2 cores (no user mixes them call by call). The
-    pause lets the other pool's threads go to sleep."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            time.sleep(pause)
-            for i in range(block + 1):
-                t0 = time.perf_counter()
-                fn()
-                if i:
-                    times[name].append(time.perf_counter() - t0)
-    return [(k, statistics.median(v)) for k, v in times.items()]
 
 
 def native(op: str, attrs: dict[str, Any], *arrays: np.ndarray) -> Callable[..., Any]:
@@ -111,8 +91,8 @@ def layernorm(torch: Any) -> None:
         fb_fns["torch eager F.layer_norm"] = torch_fb
     base = "torch eager F.layer_norm" if torch is not None else None
     mb = 4 * ROWS * D
-    report(f"layernorm forward ({ROWS}, {D})", blocked(f_fns), nbytes=2 * mb, baseline=base)
-    report(f"layernorm forward+backward ({ROWS}, {D})", blocked(fb_fns), nbytes=5 * mb, baseline=base)
+    report(f"layernorm forward ({ROWS}, {D})", list(blocked(f_fns).items()), nbytes=2 * mb, baseline=base)
+    report(f"layernorm forward+backward ({ROWS}, {D})", list(blocked(fb_fns).items()), nbytes=5 * mb, baseline=base)
 
 
 def cross_entropy(torch: Any, rows: int, classes: int) -> None:
@@ -148,7 +128,7 @@ def cross_entropy(torch: Any, rows: int, classes: int) -> None:
         fns["torch eager F.cross_entropy"] = torch_fb
     base = "torch eager F.cross_entropy" if torch is not None else None
     nb = 4 * rows * classes
-    report(f"softmax cross-entropy forward+backward ({rows}, {classes})", blocked(fns, block=3 if classes > 1000 else 6),
+    report(f"softmax cross-entropy forward+backward ({rows}, {classes})", list(blocked(fns, block=3 if classes > 1000 else 6).items()),
            nbytes=3 * nb, baseline=base)
 
 

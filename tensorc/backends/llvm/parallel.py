@@ -190,8 +190,9 @@ def parallel_for(b: ir.IRBuilder, n: ir.Value, captured: Sequence[ir.Value], bod
 
 
 def counted_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body: Callable[[ir.Value], None],
-                 step: int = 1, name: str = "i") -> None:
-    """Emit ``for i in range(start, stop, step)`` at ``b``; ``body(i)`` emits one iteration."""
+                 step: int | ir.Value = 1, name: str = "i") -> None:
+    """Emit ``for i in range(start, stop, step)`` at ``b`` (``step`` > 0, a constant or a run-time
+    value); ``body(i)`` emits one iteration."""
     fn = b.function
     pre = b.block
     head = fn.append_basic_block(f"{name}.head")
@@ -204,7 +205,7 @@ def counted_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body: Callabl
     b.cbranch(b.icmp_signed("<", i, stop), loop, done)
     b.position_at_end(loop)
     body(i)
-    nxt = b.add(i, I64(step), flags=("nsw",))
+    nxt = b.add(i, I64(step) if isinstance(step, int) else step, flags=("nsw",))
     i.add_incoming(nxt, b.block)
     b.branch(head)
     b.position_at_end(done)

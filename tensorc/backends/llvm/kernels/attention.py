@@ -206,7 +206,7 @@ class _Emit:
         self.call("llvm.memset.p0.i64", VOID, [p, ir.Constant(I8, 0), self.b.mul(n_elems, self.i64(self.esize)),
                                                ir.Constant(I1, 0)])
 
-    def loop(self, start: ir.Value, stop: ir.Value, body: Any, step: int = 1, name: str = "i") -> None:
+    def loop(self, start: ir.Value, stop: ir.Value, body: Any, step: int | ir.Value = 1, name: str = "i") -> None:
         counted_loop(self.b, start, stop, body, step=step, name=name)
 
     # ---- exp
@@ -686,7 +686,7 @@ def _build_forward(module: ir.Module, name: str, ft: ir.Type, w: int) -> None:
                     b.call(gemm_p, [Ot, Evp, St, BC, e.i64(1), e.at(vB, b.mul(j0, ldv)), ldv, Mp, Mp, Evp, cols, e.i64(1),
                                   big, diag, nbig])
 
-                _step_loop(e, e.i64(0), kend, BC, block, "j")
+                e.loop(e.i64(0), kend, block, step=BC, name="j")
 
                 def finish(r: ir.Value) -> None:
                     i = b.add(i0, r)
@@ -702,7 +702,7 @@ def _build_forward(module: ir.Module, name: str, ft: ir.Type, w: int) -> None:
 
                 e.loop(e.i64(0), rv, finish, name="fin")
 
-            _step_loop(e, r_lo, r_hi, BR, tile, "i")
+            e.loop(r_lo, r_hi, tile, step=BR, name="i")
 
         _dynamic_items(e, start, stop, counter, P["items"], item)
         e.call("free", VOID, [base])
@@ -728,24 +728,6 @@ def _dynamic_items(e: _Emit, start: ir.Value, stop: ir.Value, counter: ir.Value,
         item(it)
         b.branch(head)
         b.position_at_end(done)
-
-
-def _step_loop(e: _Emit, start: ir.Value, stop: ir.Value, step: ir.Value, body: Any, name: str) -> None:
-    """``for i in range(start, stop, step)`` with a run-time step."""
-    b = e.b
-    fn = b.function
-    pre = b.block
-    head, loop, done = (fn.append_basic_block(f"{name}.{s}") for s in ("head", "body", "done"))
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64, name=name)
-    i.add_incoming(start, pre)
-    b.cbranch(b.icmp_signed("<", i, stop), loop, done)
-    b.position_at_end(loop)
-    body(i)
-    i.add_incoming(b.add(i, step), b.block)
-    b.branch(head)
-    b.position_at_end(done)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -863,10 +845,10 @@ def _build_backward(module: ir.Module, name: str, ft: ir.Type, w: int) -> None:
                     b.call(gemm_p, [dQt, Ep, dPt, BC, one64, e.at(kB, b.mul(j0, ldk)), ldk, Mp, Mp, Ep, cols, one64,
                                   big, diag, nbig])
 
-                _step_loop(e, zero64, kend, BC, block, "j")
+                e.loop(zero64, kend, block, step=BC, name="j")
                 _scaled_rows(e, e.at(dq, b.mul(b.add(b.mul(bidx, L), i0), E)), E, dQt, Ep, rv, E, scale)
 
-            _step_loop(e, zero64, L, BR, tile, "i")
+            e.loop(zero64, L, tile, step=BR, name="i")
             _scaled_rows(e, e.at(dk, b.mul(b.mul(bidx, S), E)), E, dK, Ep, S, E, scale)
             _scaled_rows(e, e.at(dv, b.mul(b.mul(bidx, S), Ev)), Ev, dV, Evp, S, Ev, e.const(ft, 1.0))
 
