@@ -26,7 +26,7 @@ from ...ir.node import Node
 from ...ir.registry import REGISTRY
 from ...kernel.lower import LoweredKernel, lower_kernel
 from ..reference.interpreter import bind_inputs, evaluate_node
-from ..reference.schedule_runner import run_kernel
+from ..reference.schedule_runner import collect_outputs, run_kernel
 from .codegen import build_module
 from .library import native_impl
 from .parallel import load_runtime, one_blas_thread
@@ -413,16 +413,7 @@ class LLVMExecutable:
                     step(stored)
                 for key in dying:
                     stored.pop(key, None)
-        results = []
-        for out in self.graph.outputs:
-            src, chain = sched.output_source(out)
-            if id(src) not in stored:
-                raise TensorcError(f"output {sched.name(out)} was not stored by any kernel (scheduler bug)")
-            value = stored[id(src)]
-            for node, _ in chain:
-                value = evaluate_node(node, [value])
-            results.append(np.asarray(value, order="C"))
-        return results
+        return collect_outputs(sched, stored)
 
 
 def _aligned(nbytes: int, align: int = 64) -> np.ndarray:

@@ -66,8 +66,13 @@ def run_schedule(schedule: Schedule, args: Sequence[Any],
         kernel_runner(schedule, kernel, stored)
         for key in dying.get(kernel.index, ()):
             stored.pop(key, None)
+    return collect_outputs(schedule, stored)
+
+
+def collect_outputs(schedule: Schedule, stored: dict[int, Any]) -> list[np.ndarray]:
+    """The graph's outputs from the stored buffers, through the free views between (C-contiguous arrays)."""
     results = []
-    for out in graph.outputs:
+    for out in schedule.graph.outputs:
         src, chain = schedule.output_source(out)
         if id(src) not in stored:
             raise TensorcError(f"output {schedule.name(out)} was not stored by any kernel (scheduler bug)")
