@@ -172,6 +172,7 @@ class NativeModule:
 
     @property
     def optimized_ir(self) -> str:
+        """The LLVM IR after the optimization pipeline (what was compiled)."""
         return str(self.module)
 
     def address(self, name: str) -> int:
