@@ -11,7 +11,8 @@ Two forms:
 Written to ``-o DIR``: ``graph.txt`` (the traced IR), ``optimized.txt`` (after
 the passes), ``passes.txt`` (what each pass did), ``report.txt`` (kernels,
 fused patterns, FLOPs, bytes, peak memory by role, refused fusions),
-``kernels.txt`` (each kernel's ops and loads), ``graph.dot`` and, for
+``kernels.txt`` (each kernel's ops, and how it runs: a loop nest, a library
+routine, a scan body or the reference semantics), ``graph.dot`` and, for
 ``--target llvm`` (the default), ``kernels.ll`` (the generated LLVM IR of the
 loop-nest kernels; matmuls and fused ops run the LLVM backend's library
 routines, see ``tensorc.backends.llvm.library``).
@@ -91,10 +92,11 @@ def compile_to_directory(fn: Any, args: tuple, out: str | None, target: str, nam
         (d / "optimized.txt").write_text(str(optimized) + "\n")
         (d / "passes.txt").write_text(lowered.pass_manager.summary() + "\n")
         (d / "report.txt").write_text(report + "\n")
-        (d / "kernels.txt").write_text("\n\n".join(_kernel_text(k) for k in schedule.kernels) + "\n")
+        exe = lowered.compile("llvm").executable if target == "llvm" else None
+        how = exe.how if exe is not None else (lambda k: "reference")
+        (d / "kernels.txt").write_text("\n\n".join(_kernel_text(k, how(k)) for k in schedule.kernels) + "\n")
         (d / "graph.dot").write_text(lowered.to_dot())
-        if target == "llvm":
-            exe = lowered.compile("llvm").executable
+        if exe is not None:
             (d / "kernels.ll").write_text(exe.ir_text)
     totals = schedule.plan
     summary = [
@@ -115,7 +117,7 @@ def compile_to_directory(fn: Any, args: tuple, out: str | None, target: str, nam
     return "\n".join(summary)
 
 
-def _kernel_text(kernel: Any) -> str:
-    lines = [f"kernel {kernel.index}: {kernel.pattern}  ({kernel.flops:,} FLOPs, {kernel.bytes:,} bytes)"]
+def _kernel_text(kernel: Any, how: str) -> str:
+    lines = [f"kernel {kernel.index}: {kernel.pattern}  ({kernel.flops:,} FLOPs, {kernel.bytes:,} bytes; runs as {how})"]
     lines += [f"  {n.op} {n.type_str}" + (f"  # {n.loc}" if n.loc else "") for n in kernel.nodes]
     return "\n".join(lines)

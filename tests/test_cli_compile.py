@@ -18,6 +18,8 @@ def test_compile_a_function_writes_every_stage(tmp_path: Path, capsys: pytest.Ca
     assert main(["compile", f"{src}:f", "--input", "x:f32[8,16]", "--input", "w:f32[16,4]", "-o", str(out)]) == 0
     summary = capsys.readouterr().out
     assert "kernels for llvm" in summary and "peak memory" in summary  # llvm is the default target
+    kernels = (out / "kernels.txt").read_text()
+    assert "matmul" in kernels and "runs as library" in kernels and "runs as loop" in kernels
     for name in ("graph.txt", "optimized.txt", "passes.txt", "report.txt", "kernels.txt", "graph.dot", "kernels.ll"):
         assert (out / name).stat().st_size > 0, name
     assert "matmul" in (out / "graph.txt").read_text()
