@@ -407,3 +407,19 @@ def test_recomputed_values_read_through_padding() -> None:
     exe = check(fn, a, b, c)
     assert not exe.fallback_kernels
     exe = check(lambda a, b: tc.pad(a * b, ((1, 2), (3, 0))) + 1.0, a, b) if hasattr(tc, "pad") else None
+
+
+# ---------------------------------------------------------------------------- scatter_add
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scatter_add_runs_natively_and_equals_the_reference(dtype: Any) -> None:
+    """Repeated indices accumulate; other axes, int tables and bad indices go to the reference."""
+    table, upd = rand(7, 5, dtype=dtype), rand(4, 3, 5, dtype=dtype)
+    idx = np.array([[0, 6, 6], [2, 0, 0], [6, 6, 6], [1, 3, 0]])
+    exe = check(lambda t, i, u: tc.scatter_add(t, i, u) * 1.0, table, idx, upd)
+    assert [s.node.op for s in exe.library.values()] == ["scatter_add"]
+    check(lambda t, i, u: tc.scatter_add(t, i, u), table, idx[:0], upd[:0])  # no updates
+    check(lambda t, i, u: tc.scatter_add(t, i, u, axis=1), rand(5, 7, dtype=dtype), idx[0], rand(5, 3, dtype=dtype))
+    with pytest.raises(tc.TensorcError, match="scatter_add.*index 9 out of range"):
+        tc.jit(lambda t, i, u: tc.scatter_add(t, i, u))(table, np.array([9]), upd[0, :1])

@@ -196,7 +196,7 @@ def compile_ir(ir_text: str, name: str = "module") -> NativeModule:
 
 
 LIBRARY_OPS = ("matmul", "fused_attention", "fused_attention_bwd", "fused_layernorm", "fused_layernorm_bwd",
-               "fused_softmax_xent", "fused_softmax_xent_bwd")
+               "fused_softmax_xent", "fused_softmax_xent_bwd", "scatter_add")
 
 
 @dataclass

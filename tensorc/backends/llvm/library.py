@@ -24,7 +24,7 @@ an attribute), in which case the reference runs instead.
 >>> from tensorc.backends.llvm import library
 >>> library.load_kernels()
 >>> sorted(library.IMPLS)
-['fused_attention', 'fused_attention_bwd', 'fused_layernorm', 'fused_layernorm_bwd', 'fused_softmax_xent', 'fused_softmax_xent_bwd', 'matmul']
+['fused_attention', 'fused_attention_bwd', 'fused_layernorm', 'fused_layernorm_bwd', 'fused_softmax_xent', 'fused_softmax_xent_bwd', 'matmul', 'scatter_add']
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class LibFunc:
 
 LIBRARY: dict[str, LibFunc] = {}
 IMPLS: dict[str, Callable[..., Any]] = {}
-_KERNEL_MODULES = ("gemm", "attention", "norms")
+_KERNEL_MODULES = ("gemm", "attention", "norms", "scatter")
 _lock = threading.Lock()
 _compiled: dict[str, Any] = {}
 _engine: Any = None
