@@ -580,21 +580,12 @@ def fused_attention_bwd_case(draw: Any) -> OpCase:
     attrs, (q, k, v, *mask), rows = _attention_inputs(draw)
     do = draw(arrays(rows + (v.shape[-1],)))
     o = draw(arrays(rows + (v.shape[-1],)))
-    # lse as the forward makes it, the rows' logsumexp, plus up to 2: then p = exp(s - lse) <= 1 as in
-    # every real use. An lse far below the scores makes p ~ 1e6, and central differences of such a
+    # lse as the forward makes it (the op's own forward, eagerly), plus up to 2: then p = exp(s - lse) <= 1
+    # as in every real use. An lse far below the scores makes p ~ 1e6, and central differences of such a
     # function lose their digits to rounding (a false failure, seen at |diff| 6e-4 on terms of 1e6).
-    s = np.matmul(q, np.swapaxes(k, -1, -2)) * attrs["scale"]
-    allowed = np.ones(s.shape, bool)
-    if attrs["causal"]:
-        allowed &= np.tril(np.ones(s.shape[-2:], bool))
-    if attrs["mask_kind"] == "bool":
-        allowed &= mask[0]
-    elif attrs["mask_kind"] == "add":
-        s = s + mask[0]
-    top = np.where(allowed, s, -np.inf).max(-1, initial=-np.inf)
-    safe = np.where(np.isfinite(top), top, 0.0)
-    lse_true = safe + np.log(np.where(allowed, np.exp(s - safe[..., None]), 0.0).sum(-1) + 1e-300)
-    lse = np.where(np.isfinite(top), lse_true, 0.0) + draw(arrays(rows, floats(0.0, 2.0)))
+    _, fwd_lse = apply("fused_attention", [tc.as_tensor(t) for t in (q, k, v, *mask)], attrs)
+    fwd_lse = np.asarray(fwd_lse.numpy(), np.float64)
+    lse = np.where(np.isfinite(fwd_lse), fwd_lse, 0.0) + draw(arrays(rows, floats(0.0, 2.0)))
 
     def fn(*a: Any) -> Any:
         return apply("fused_attention_bwd", [tc.as_tensor(t) for t in a], attrs)
