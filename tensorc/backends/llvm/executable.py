@@ -189,9 +189,6 @@ class NativeModule:
 
 def compile_ir(ir_text: str, name: str = "module") -> NativeModule:
     """Compile LLVM IR text for the host CPU (O3); look functions up with ``.address(name)``."""
-    from .parallel import load_runtime
-
-    load_runtime()
     return NativeModule(ir_text, [])
 
 

@@ -128,10 +128,8 @@ def function(name: str) -> Callable[..., None]:
 def _compile_all() -> None:
     global _engine
     from .executable import NativeModule, _codegen_digest
-    from .parallel import load_runtime
 
     load_kernels()
-    load_runtime()
     # Keyed by the generators' sources and the registered names: a cached library skips building its IR.
     _engine = NativeModule(library_ir, [], source="library\n" + "\n".join(sorted(LIBRARY)) + "\n" + _codegen_digest())
     for name, lf in LIBRARY.items():

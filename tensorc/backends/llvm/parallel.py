@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -209,8 +208,3 @@ def counted_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body: Callabl
     i.add_incoming(nxt, b.block)
     b.branch(head)
     b.position_at_end(done)
-
-
-def threads_env() -> str:
-    """``OMP_NUM_THREADS`` as set in the environment (for reports), or ``"all cores"``."""
-    return os.environ.get("OMP_NUM_THREADS", "all cores")
