@@ -308,6 +308,44 @@ def test_scan_of_scan_matches_unrolled() -> None:
     assert tc.gradcheck(nested, h0, xs, W)
 
 
+def test_scan_backward_reads_saved_products_and_takes_weight_gradients_out_of_the_loop() -> None:
+    """BPTT of an LSTM-like body: the reverse scan recomputes no matmul of the forward, computes
+    no per-step weight gradient, and the weights' gradients are GEMMs over all T * B rows."""
+    steps, batch, d_in, d_h = 7, 3, 4, 5
+    rng = np.random.default_rng(3)
+    wx, wh, b = rng.standard_normal((d_in, d_h)), rng.standard_normal((d_h, d_h)) * 0.5, rng.standard_normal(d_h)
+    xs, h0 = rng.standard_normal((steps, batch, d_in)), np.zeros((batch, d_h))
+
+    def loss(wx: Any, wh: Any, b: Any, xs: Any, h0: Any) -> Any:
+        def step(h: Any, x: Any) -> Any:
+            h = tc.tanh(x @ wx + h @ wh + b)
+            return h, h
+        _, hs = tc.scan(step, h0, xs)
+        return (hs * hs).sum()
+
+    graph = tc.jit(tc.grad(loss, (0, 1, 2))).lower(wx, wh, b, xs, h0).graph
+    fwd, rev = [n for n in graph.nodes if n.op == "scan"]
+    assert fwd.shape[-2:] == ((steps, batch, d_h), (steps, batch, d_h))  # the two products x @ wx, h @ wh, saved
+    rev_body = rev.attrs["body"]
+    shapes = [n.shape for n in rev_body.nodes if n.op == "matmul"]
+    # only the cotangents of the carry (g @ whᵀ) and of x_t (g @ wxᵀ): no recomputed product, no per-step dW
+    assert sorted(shapes) == [(batch, d_in), (batch, d_h)]
+    outside = [n for n in graph.nodes if n.op == "matmul"]
+    assert sorted(n.shape for n in outside) == [(d_in, d_h), (d_h, d_h)]  # dwx, dwh after the loop
+    assert all(n.inputs[1].shape[0] == steps * batch for n in outside)
+    def loss_unrolled(wx: Any, wh: Any, b: Any, xs: Any, h0: Any) -> Any:
+        h, total = h0, 0.0
+        for t in range(steps):
+            h = tc.tanh(xs[t] @ wx + h @ wh + b)
+            total = total + (h * h).sum()
+        return total
+
+    unrolled = tc.grad(loss_unrolled, (0, 1, 2))
+    for got, want in zip(tc.grad(loss, (0, 1, 2))(wx, wh, b, xs, h0), unrolled(wx, wh, b, xs, h0)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-11, atol=1e-12)
+
+
+
 def test_scan_gradient_under_jit_equals_eager() -> None:
     rnn = Rnn(two_carries=True, counter=True, reverse=True, has_xs=True)
     rng = np.random.default_rng(2)

@@ -289,46 +289,7 @@ def _scatter_add(c: VJPContext, g: Tensor) -> tuple[Any, ...]:
 
 @vjp_rule("scan")
 def _scan(c: VJPContext, g: list[Any]) -> tuple[Any, ...]:
-    """Backpropagation through time as one reverse scan over the saved carries."""
-    from ..frontend.control import scan
-    from ..frontend.tracing import call_graph
-    from .transform import vjp_graph
+    """Backpropagation through time as one reverse scan (see :mod:`tensorc.autodiff.scan`)."""
+    from .scan import scan_vjp
 
-    a = c.attrs
-    body, n_consts, n_carry, length, reverse = a["body"], a["n_consts"], a["n_carry"], a["length"], a["reverse"]
-    consts, xs = c.inputs[:n_consts], c.inputs[n_consts + n_carry:]
-    carries_in: list[Tensor] = c.residuals  # type: ignore[attr-defined]
-    outs = list(c.out)
-    is_f = [o.dtype.is_float for o in body.outputs]
-    float_carry = [i for i in range(n_carry) if is_f[i]]
-    float_ys = [j for j in range(len(body.outputs) - n_carry) if is_f[n_carry + j]]
-    float_in = [i for i, p in enumerate(body.inputs) if p.dtype.is_float]
-    body_vjp = vjp_graph(body, wrt=float_in, ct_outputs=float_carry + [n_carry + j for j in float_ys])
-
-    def slot(i: int) -> Tensor:
-        return g[i] if g[i] is not None else F.zeros_like(outs[i])
-
-    ct_carry0 = [slot(i) for i in float_carry]
-    acc0 = [F.zeros_like(consts[i]) for i in range(n_consts) if consts[i].dtype.is_float]
-    ct_ys = [slot(n_carry + j) for j in float_ys]
-
-    def step(carry: Any, x: Any) -> Any:
-        ct_carry, acc = carry
-        x_t, c_t, ct_y = x
-        outputs = call_graph(body_vjp, list(consts) + list(c_t) + list(x_t) + list(ct_carry) + list(ct_y))
-        grads = dict(zip(float_in, outputs[len(body.outputs):]))
-        new_acc = [F.add(s, grads[i]) for s, i in zip(acc, [i for i in range(n_consts) if i in grads])]
-        new_ct = [grads[n_consts + i] for i in float_carry]
-        g_x = [grads[n_consts + n_carry + k] for k in range(len(xs)) if (n_consts + n_carry + k) in grads]
-        return (new_ct, new_acc), g_x
-
-    (ct_init, acc), g_xs = scan(step, (ct_carry0, acc0), (list(xs), list(carries_in), ct_ys), length=length,
-                                reverse=not reverse)
-    result: list[Any] = [None] * len(c.inputs)
-    for slot_i, i in enumerate(i for i in range(n_consts) if consts[i].dtype.is_float):
-        result[i] = acc[slot_i]
-    for slot_i, i in enumerate(float_carry):
-        result[n_consts + i] = ct_init[slot_i]
-    for slot_i, k in enumerate(k for k in range(len(xs)) if (n_consts + n_carry + k) in set(float_in)):
-        result[n_consts + n_carry + k] = g_xs[slot_i]
-    return tuple(result)
+    return scan_vjp(c, g)

@@ -31,12 +31,16 @@ def _accumulate(store: dict[int, Any], key: int, g: Tensor) -> None:
 
 
 def _scan_with_residuals(node: Node, args: list[Any], residuals: dict[int, list[Tensor]]) -> tuple[Tensor, ...]:
-    """Emit the scan so that it also stacks each step's incoming carry (the
-    residuals its backward needs), and return the original outputs."""
+    """Emit the scan so that it also stacks the residuals its backward needs (each step's incoming
+    carry, then the products of :func:`~tensorc.autodiff.scan.saved_products`), and return the
+    original outputs."""
+    from .scan import saved_products
+
     a = node.attrs
     body: Graph = a["body"]
     carry_params = body.inputs[a["n_consts"]:a["n_consts"] + a["n_carry"]]
-    saving = Graph(body.inputs, tuple(body.outputs) + tuple(carry_params), name=body.name)
+    extra = tuple(carry_params) + tuple(saved_products(body, a["n_consts"]))
+    saving = Graph(body.inputs, tuple(body.outputs) + extra, name=body.name)
     attrs = dict(a.items())
     attrs["body"] = saving
     outs = apply("scan", args, attrs, loc=node.loc)
@@ -88,13 +92,20 @@ def backpropagate(graph: Graph, values: dict[int, Any], seeds: dict[int, Tensor]
     return ct
 
 
-def vjp_graph(graph: Graph, wrt: Sequence[int] | None = None, ct_outputs: Sequence[int] | None = None) -> Graph:
+def vjp_graph(graph: Graph, wrt: Sequence[int] | None = None, ct_outputs: Sequence[int] | None = None,
+              given: Sequence[Node] = (), extras: Sequence[tuple[str, Node]] = ()) -> Graph:
     """The reverse-mode graph of ``graph``.
 
     Inputs: ``graph``'s inputs, then one cotangent per output in ``ct_outputs``
-    (default: every float output). Outputs: ``graph``'s outputs, then the
-    gradient of each input in ``wrt`` (default: every float input), zeros where
-    an input does not influence the seeded outputs.
+    (default: every float output), then one value per node of ``given``.
+    Outputs: ``graph``'s outputs, then the gradient of each input in ``wrt``
+    (default: every float input), zeros where an input does not influence the
+    seeded outputs, then one value per entry of ``extras``.
+
+    ``given``: nodes of ``graph`` whose values are inputs instead of being
+    recomputed (a scan's backward reads the products its forward saved).
+    ``extras``: ``("ct", node)`` is the cotangent reaching ``node`` (zeros if
+    none does), ``("value", node)`` its forward value.
     """
     wrt = [i for i, p in enumerate(graph.inputs) if _is_float(p)] if wrt is None else list(wrt)
     ct_outputs = [i for i, o in enumerate(graph.outputs) if _is_float(o)] if ct_outputs is None else list(ct_outputs)
@@ -108,15 +119,24 @@ def vjp_graph(graph: Graph, wrt: Sequence[int] | None = None, ct_outputs: Sequen
         ins = [Tensor._traced(tr.new_param(p.shape, p.dtype, str(p.attrs.get("name", f"in{k}"))), tr)
                for k, p in enumerate(graph.inputs)]
         cts = [Tensor._traced(tr.new_param(graph.outputs[i].shape, graph.outputs[i].dtype, f"ct{i}"), tr) for i in ct_outputs]
+        known = {id(n): Tensor._traced(tr.new_param(n.shape, n.dtype, f"given{k}"), tr) for k, n in enumerate(given)}
         residuals: dict[int, list[Tensor]] = {}
-        values = replay(graph, ins, on_node=lambda n, args: _scan_with_residuals(n, args, residuals) if n.op == "scan" else None)
+
+        def on_node(n: Node, args: list[Any]) -> Any:
+            if id(n) in known:
+                return known[id(n)]
+            return _scan_with_residuals(n, args, residuals) if n.op == "scan" else None
+
+        values = replay(graph, ins, on_node=on_node)
         seeds: dict[int, Tensor] = {}
         for i, g in zip(ct_outputs, cts):
             _accumulate(seeds, id(graph.outputs[i]), g)
         ct = backpropagate(graph, values, seeds, residuals)
         grads = [ct.get(id(graph.inputs[i])) for i in wrt]
         grads = [g if g is not None else F.zeros(graph.inputs[i].shape, dtype=graph.inputs[i].dtype) for g, i in zip(grads, wrt)]
-        outs = [values[id(o)] for o in graph.outputs] + grads
+        more = [values[id(n)] if kind == "value" else ct.get(id(n), None) for kind, n in extras]
+        more = [m if m is not None else F.zeros(n.shape, dtype=n.dtype) for m, (_, n) in zip(more, extras)]
+        outs = [values[id(o)] for o in graph.outputs] + grads + more
         out_nodes = [tr.lift(t) for t in outs]
     if tr.captured:
         raise TensorcError("vjp_graph: the graph refers to values outside itself (tensorc bug)")
