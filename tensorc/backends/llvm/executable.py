@@ -209,6 +209,7 @@ class LibraryStep:
     impl: Callable[..., Any]
     epilogue: LoweredKernel | None
     body: LLVMExecutable | None = None  # a scan's body, compiled on its own
+    native_scan: Any = None  # its native loop (:class:`~tensorc.backends.llvm.scanloop.NativeScan`), if it has one
 
 
 class LLVMExecutable:
@@ -350,7 +351,7 @@ class LLVMExecutable:
         if step is None:
             return "reference"
         if step.body is not None:
-            return "scan"
+            return "scan (native)" if step.native_scan is not None else "scan"
         return "library+loop" if step.epilogue is not None else "library"
 
     def profile_report(self, top: int | None = None) -> str:
@@ -437,7 +438,10 @@ def _scan_step(kernel: Kernel) -> LibraryStep | None:
     scans = [n for n in kernel.nodes if n.op == "scan"]
     if len(scans) != 1 or kernel.body is None:
         return None
+    from .scanloop import NativeScan
+
     body = LLVMExecutable(kernel.body)
+    native = NativeScan.build(scans[0], body)
     ref = REGISTRY["scan"].ref
 
     class _Ctx:
@@ -450,9 +454,13 @@ def _scan_step(kernel: Kernel) -> LibraryStep | None:
             return body(*args)
 
     def run_scan(ctx: Any, *args: np.ndarray) -> Any:
+        if native is not None:
+            out = native(args)
+            if out is not None:
+                return out
         return ref(_Ctx(ctx.node), *args)
 
-    return LibraryStep(kernel, scans[0], run_scan, None, body)
+    return LibraryStep(kernel, scans[0], run_scan, None, body, native)
 
 
 def _library_step(kernel: Kernel) -> LibraryStep | None:

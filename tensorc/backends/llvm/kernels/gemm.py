@@ -791,3 +791,26 @@ def matmul(ctx: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         block[3], block[4], block[5] = oa, ob, oc
         call(block_addr, shape_addr)
     return out
+
+
+def bound_calls(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> list[tuple[int, Any, Any]] | None:
+    """The native calls that compute ``out = a @ b`` for these very arrays, to be made later (by the
+    native loop of a scan, :mod:`tensorc.backends.llvm.scanloop`): one ``(address of gemm_*_call,
+    block, shape)`` per outer batch item, the blocks holding raw data addresses (words 0-2, which
+    the caller may re-point) and this thread's workspace. None where :func:`matmul` would not
+    make a native call (other dtypes, empty or K = 0 products, misaligned strides, an ``out``
+    that is not the C-contiguous result)."""
+    dt = a.dtype
+    if dt not in _NAMES or b.dtype != dt or a.ndim < 2 or a.ndim != b.ndim or out.dtype != dt:
+        return None
+    if any(s % dt.itemsize for s in a.strides + b.strides) or not out.flags.c_contiguous:
+        return None
+    plan = _plan(a, b)
+    if plan.fill is not None or out.shape != plan.out_shape:
+        return None
+    work = workspace(plan.slot_bytes * plan.slots)
+    slots = _state.nbytes // plan.slot_bytes
+    fn = ctypes.cast(plan.call, ctypes.c_void_p).value
+    assert fn is not None
+    return [(fn, (ctypes.c_int64 * 9)(a.ctypes.data, b.ctypes.data, out.ctypes.data, oa, ob, oc, work, slots, 0), plan.shape)
+            for oa, ob, oc in plan.offsets]  # type: ignore[union-attr]
