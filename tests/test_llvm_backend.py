@@ -97,6 +97,29 @@ def test_padding_reads_through_a_mask() -> None:
     check(lambda x: tc.pad(x, ((1, 2), (0, 3)), 0.5) * 3 + 1, rand(0, 4), exact=True)
 
 
+def test_pieces_of_a_concat_run_as_loops_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gradient of a chunk (pieces padded and added) and a concat: the inner loop is split where
+    the pieces meet, so no load keeps a mask and no where is left; results equal the unsplit loop's."""
+    x, y = rand(6, 40), rand(6, 12)
+
+    def pieces(x: Any, y: Any) -> Any:
+        a, b, c, d = tc.chunk(x, 4, dim=-1)
+        grad = tc.pad(tc.tanh(a), ((0, 0), (0, 30))) + tc.pad(b * 2.0, ((0, 0), (10, 20)))
+        grad = grad + tc.pad(tc.sigmoid(c), ((0, 0), (20, 10))) + tc.pad(d - 1.0, ((0, 0), (30, 0)))
+        return grad * 3.0, tc.concat([y, tc.exp(x[:, :5]), y * y], axis=1)
+
+    exe = check(pieces, x, y)
+    texts = [str(lk.func) for lk in exe.native.values()]
+    assert texts and all(" if " not in t and "where(" not in t for t in texts), texts
+    assert any(t.count("for i1 in 0..10 (vector)") == 4 for t in texts), texts
+    split = tc.jit(pieces).lower(x, y).compile("llvm")(x, y)
+    monkeypatch.setattr("tensorc.kernel.split.MAX_PARTS", 1)
+    whole = tc.jit(pieces).lower(x, y).compile("llvm")
+    assert any(" if " in str(lk.func) for lk in whole.executable.native.values())
+    for a, b in zip(split, whole(x, y)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (4, 17), (13, 100), (3, 257)])
 def test_softmax_over_last_axis_is_one_native_row_kernel(dtype: Any, shape: tuple[int, ...]) -> None:

@@ -53,6 +53,7 @@ from .ir import (
     Unary,
     Where,
 )
+from .split import split_loops
 
 HALF_DTYPES = (dtypes.float16, dtypes.bfloat16)  # a column reduction's in-memory row buffer would round every step
 NATIVE_DTYPES = (dtypes.bool_, dtypes.int32, dtypes.int64, dtypes.uint32, dtypes.float16, dtypes.bfloat16,
@@ -352,7 +353,7 @@ class _Lowerer:
                 row_body += nest(list(red), [store(o, full) for o in elem_out])
             row_body += [store(o, self.row_index) for o in row_out]
             body = nest(rows, row_body, "parallel", vector=False)
-        func = LoopFunc(name, [n.dtype for n in self.args], body)
+        func = LoopFunc(name, [n.dtype for n in self.args], split_loops(body))
         return LoweredKernel(func, self.args, outputs, self.scratch)
 
     def column_reduce(self, reduces: list[Node], shape: tuple[int, ...], rows: list[int], row_out: list[Node],
