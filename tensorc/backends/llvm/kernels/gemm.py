@@ -393,9 +393,9 @@ class _GemmBuilder:
         ``c`` at C[0, j0]; the A blocks are packed into ``ap``. With ``direct``, full strips are
         read in place from ``bsrc`` (B[k0, j0], row-major with rows ``ldb`` apart) instead.
         """
-        # Packed B: one kernel, its bottom-edge tiles compute MR rows of which mr are stored (few
-        # tiles when M is large). In-place B serves small M: one kernel per row count.
-        packed = self.build_micro(self.MR, direct=False)
+        # One kernel per row count, packed B or in place: a bottom-edge tile computes only its rows
+        # (M = 32 is five 6-row tiles and a 2-row one, which as a 6-row tile cost 12 % more work).
+        packed = {rows: self.build_micro(rows, direct=False) for rows in range(1, self.MR + 1)}
         in_place = {rows: self.build_micro(rows, direct=True) for rows in range(1, self.MR + 1)}
         fn, b = _internal(self.m, f"{self.name}.macro",
                           [PTR, I64, I64, PTR, I64, I64, I64, I64, I64, I64, PTR, I64, I1, PTR, I1, PTR, I64])
@@ -423,7 +423,7 @@ class _GemmBuilder:
                             self.call_micro(b, in_place, mr, [as_, b.gep(bsrc, [j], source_etype=self.T), ldb, kc, ct, ldc,
                                                               accumulate, mr, nr])
                         with otherwise:
-                            b.call(packed, [as_, bs, I64(NR), kc, ct, ldc, accumulate, mr, nr])
+                            self.call_micro(b, packed, mr, [as_, bs, I64(NR), kc, ct, ldc, accumulate, mr, nr])
 
                 counted_loop(b, I64(0), mc, tile, step=MR, name="ir")
 
