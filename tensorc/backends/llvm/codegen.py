@@ -84,14 +84,44 @@ def _const(dt: DType, value: float | int | bool) -> ir.Constant:
     return ir.Constant(value_type(dt), v & ((1 << (dt.itemsize * 8)) - 1) if dt == dtypes.uint32 else v)
 
 
-PARALLEL_MIN_WORK = 1 << 15  # innermost iterations below which a parallel loop runs on one thread
+PARALLEL_MIN_WORK = 1 << 15  # work (about one vector op per unit) below which a parallel loop runs on one thread
+#: Work of one element of a transcendental function (a polynomial, a division, a select), in units
+#: of a store: an LSTM cell of 8192 elements and five of them is 10x the work of adding two arrays.
+TRANSCENDENTAL_WORK = 8
+_TRANSCENDENTAL = frozenset({"exp", "log", "tanh", "sigmoid", "erf", "sin", "cos", "sqrt", "rsqrt", "reciprocal", "pow"})
 
 
 def _work(s: Stmt) -> int:
-    """Innermost iterations of a statement (a static estimate of its work)."""
+    """A static estimate of a statement's work: per innermost iteration, one per store or
+    reduction step plus ``TRANSCENDENTAL_WORK`` per distinct transcendental it evaluates."""
     if isinstance(s, Loop):
-        return s.extent * max(1, sum(_work(c) for c in s.body))
+        inner = [c for c in s.body if not isinstance(c, Loop)]
+        per = sum(_work(c) for c in s.body if isinstance(c, Loop)) + len(inner) + _transcendentals(inner)
+        return s.extent * max(1, per)
     return 1
+
+
+def _transcendentals(body: list[Stmt]) -> int:
+    """``TRANSCENDENTAL_WORK`` times the distinct transcendental nodes of the statements' values."""
+    seen: set[int] = set()
+    count = 0
+
+    def expr(e: Expr) -> None:
+        nonlocal count
+        if id(e) in seen:
+            return
+        seen.add(id(e))
+        if isinstance(e, Unary) and e.op in _TRANSCENDENTAL or isinstance(e, Binary) and e.op == "pow":
+            count += 1
+        for child in vars(e).values():
+            if isinstance(child, Expr):
+                expr(child)
+
+    for st in body:
+        value = getattr(st, "value", None)
+        if isinstance(value, Expr):
+            expr(value)
+    return TRANSCENDENTAL_WORK * count
 
 
 def _loaded_buffers(body: list[Stmt]) -> set[int]:
