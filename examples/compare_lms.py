@@ -12,15 +12,15 @@ cross-entropy on held-out text (nats/char) and perplexity = exp(cross-entropy).
   10 % of the training text -- with counts from the other 90 %; the model with
   that ε is then refitted on the whole training text and scored on the held-out
   text. So the held-out text never picks ε.
-- fixed-window LM, RNN, LSTM, GRU, GPT: the recipes' models (``mini`` presets,
-  small enough for the slow reference backend), trained with Adam (gradient
+- fixed-window LM, RNN, LSTM, GRU, GPT: the recipes' models (``mini`` presets),
+  compiled for the default target (``tc.config(target=...)``), trained with Adam (gradient
   clipping 1.0) on random windows for the same wall-clock budget each
   (``--budget-seconds``; compilation of the training step counts against it),
   then scored with ``tensorc.training.heldout_loss``: non-overlapping windows
   of the model's block size, each target predicted from its own window only.
 
 By default every model is scored on the whole held-out text (~46k chars; a
-few seconds per mini model on the reference backend). With ``--eval-chars N``
+second or two per mini model). With ``--eval-chars N``
 every model -- the n-grams too -- is scored on the same fixed subset, the
 first N held-out characters, for bigger models where scoring is slow; the
 table says which, and the n-grams' score on the whole text is noted as well.
@@ -119,7 +119,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}, tensorc {tc.__version__} (reference backend)"
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}, tensorc {tc.__version__} ({tc.config.get('target')} backend)"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -151,7 +151,7 @@ def test_wide_vector_tiles() -> None:
             c = np.empty((2, m, n), dtype)
             sa, sb = (s // size for s in a.strides), (s // size for s in b.strides)
             ws = gemm.workspace(gemm.workspace_bytes(size, n, k, threads, lanes))
-            fn(a.ctypes.data, b.ctypes.data, c.ctypes.data, 2, m, n, k, *sa, *sb, m * n, n, ws, threads)
+            fn(a.ctypes.data, b.ctypes.data, c.ctypes.data, 2, m, n, k, *sa, *sb, m * n, n, ws, threads, None)
             check(a, b, fn=lambda _ctx, a, b, c=c: c)
 
 
@@ -180,3 +180,35 @@ def test_python_threads_each_have_a_workspace() -> None:
         outs = list(pool.map(lambda ab: gemm.matmul(None, *ab), pairs))
     for (a, b), out in zip(pairs, outs):
         np.testing.assert_array_equal(out, gemm.matmul(None, a, b))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mnk", [(32, 1024, 256), (32, 256, 1024), (7, 70, 9), (13, 4500, 600), (100, 33, 530), (2, 17, 3)])
+def test_prepacked_b_gives_the_same_bits(dtype: Any, threads: int, mnk: tuple[int, int, int]) -> None:
+    """A B packed once (a scan's weight) and read by every call: the product is bit-identical to
+    packing it per call, for row-major and transposed B, across the KC and NC blocks and thread splits."""
+    m, n, k = mnk
+    a = rand(m, k, dtype=dtype)
+    saved = parallel.num_threads()
+    parallel.set_num_threads(threads)
+    try:
+        for b in (rand(k, n, dtype=dtype), rand(n, k, dtype=dtype).T):
+            packed = gemm.prepack(b)
+            assert packed is not None and packed.ctypes.data % 64 == 0
+            out = np.empty((m, n), dtype)
+            calls = gemm.bound_calls(a, b, out, packed)
+            assert calls is not None and all(block[9] == packed.ctypes.data for _, block, _ in calls)
+            import ctypes
+            for fn, block, shape in calls:
+                ctypes.CFUNCTYPE(None, *gemm.CALL_ARGTYPES)(fn)(ctypes.addressof(block), ctypes.addressof(shape))
+            np.testing.assert_array_equal(out, gemm.matmul(None, a, b))
+            check(a, b, fn=lambda _ctx, a, b, out=out: out)
+    finally:
+        parallel.set_num_threads(saved)
+
+
+def test_prepack_declines_what_it_cannot_pack() -> None:
+    assert gemm.prepack(np.ones((3, 4), np.float16)) is None
+    assert gemm.prepack(np.ones((2, 3, 4), np.float32)) is None
+    assert gemm.prepack(np.ones((0, 4), np.float32)) is None

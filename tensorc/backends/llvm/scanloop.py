@@ -190,7 +190,10 @@ class NativeScan:
                     raise _Unbindable(f"{node.op} copies a value that changes every step")
             lhs, rhs = (value_of(i) for i in step.node.inputs)
             out = array_for(step.node, True)
-            bound = gemm.bound_calls(lhs, rhs, out)
+            # a weight is the same at every step: packed once here, not by every step's GEMM
+            packed = gemm.prepack(rhs) if id(step.node.inputs[1]) in invariant and rhs.ndim == 2 else None
+            keep.append(packed)
+            bound = gemm.bound_calls(lhs, rhs, out, packed)
             if bound is None:
                 raise _Unbindable("a GEMM layout without a native call")
             for fn, block, shape in bound:

@@ -435,13 +435,19 @@ class _GemmBuilder:
 
     # ---------------------------------------------------------------- drivers
     def build_serial(self, pack_b: ir.Function, macro: ir.Function) -> ir.Function:
-        """``serial(a, b, c, M, N, K, sam, sak, sbk, sbn, ldc, slot)``: one GEMM on this thread."""
-        fn, b = _internal(self.m, f"{self.name}.serial", [PTR, PTR, PTR, I64, I64, I64, I64, I64, I64, I64, I64, PTR])
-        a, bm, c, M, N, K, sam, sak, sbk, sbn, ldc, slot = fn.args
+        """``serial(a, b, c, M, N, K, sam, sak, sbk, sbn, ldc, slot, pre, s_off, ns)``: one GEMM on this thread.
+
+        ``pre``: null, or all of B packed by ``*_pack`` (``ns`` strips wide), this GEMM's columns
+        starting at strip ``s_off``: then nothing is packed here."""
+        fn, b = _internal(self.m, f"{self.name}.serial",
+                          [PTR, PTR, PTR, I64, I64, I64, I64, I64, I64, I64, I64, PTR, PTR, I64, I64])
+        a, bm, c, M, N, K, sam, sak, sbk, sbn, ldc, slot, pre, s_off, ns = fn.args
         KC, NC, NR = self.bk.kc, self.bk.nc, self.NR
+        prepacked = b.icmp_unsigned("!=", b.ptrtoint(pre, I64), I64(0))
         # Few rows: packing B would cost more than the product (a B element serves only M FMAs),
         # so a row-major B is read in place.
-        direct = b.and_(b.icmp_signed("==", sbn, I64(1)), b.icmp_signed("<=", M, I64(DIRECT_B_ROWS)))
+        direct = b.and_(b.and_(b.icmp_signed("==", sbn, I64(1)), b.icmp_signed("<=", M, I64(DIRECT_B_ROWS))),
+                        b.not_(prepacked))
         bp = slot
         ap = b.gep(slot, [b.mul(_smin(b, I64(KC), K), b.mul(_ceil_div(b, _smin(b, I64(NC), N), NR), I64(NR)))],
                    source_etype=self.T)
@@ -455,9 +461,14 @@ class _GemmBuilder:
                 bsrc = b.gep(bm, [b.add(b.mul(pc, sbk), b.mul(jc, sbn))], source_etype=self.T)
                 # With direct B only the last, partial strip is packed (zero padding).
                 first_packed = b.select(direct, b.sdiv(nc, I64(NR)), I64(0))
-                b.call(pack_b, [bsrc, sbk, sbn, kc, nc, first_packed, nstrips, bp])
+                with b.if_then(b.not_(prepacked)):
+                    b.call(pack_b, [bsrc, sbk, sbn, kc, nc, first_packed, nstrips, bp])
+                # the prepacked panel of this depth slice (pc * ns strips before it), from this GEMM's strip
+                first = b.add(s_off, b.sdiv(jc, I64(NR)))
+                panel = b.gep(pre, [b.mul(b.add(b.mul(pc, ns), b.mul(first, kc)), I64(NR))], source_etype=self.T)
+                use = b.select(prepacked, panel, bp)
                 asrc = b.gep(a, [b.mul(pc, sak)], source_etype=self.T)
-                b.call(macro, [asrc, sam, sak, bp, kc, nc, I64(0), nstrips, I64(0), M,
+                b.call(macro, [asrc, sam, sak, use, kc, nc, I64(0), nstrips, I64(0), M,
                                b.gep(c, [jc], source_etype=self.T), ldc, b.icmp_signed("!=", pc, I64(0)), ap,
                                direct, bsrc, sbk])
 
@@ -472,11 +483,13 @@ class _GemmBuilder:
         pack_b = self.build_pack_b()
         macro = self.build_macro(pack_a)
         serial = self.build_serial(pack_b, macro)
-        fn = _declare(self.m, self.name, VOID, [PTR, PTR, PTR] + [I64] * 12 + [PTR, I64])
+        fn = _declare(self.m, self.name, VOID, [PTR, PTR, PTR] + [I64] * 12 + [PTR, I64, PTR])
         fn.attributes.add("nounwind")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        A, B, C, batch, M, N, K, sab, sam, sak, sbb, sbk, sbn, scb, ldc, work, slots = fn.args
+        A, B, C, batch, M, N, K, sab, sam, sak, sbb, sbk, sbn, scb, ldc, work, slots, pre = fn.args
         bk, MR, NR = self.bk, self.MR, self.NR
+        pre = b.select(b.icmp_signed("==", batch, I64(1)), pre, ir.Constant(PTR, None))  # one B: one GEMM
+        ns = _ceil_div(b, N, NR)
         per = WORKSPACE_ALIGN // self.size
         ncp = b.mul(_ceil_div(b, _smin(b, I64(bk.nc), N), NR), I64(NR))
         slot_elems = b.mul(_ceil_div(b, b.mul(_smin(b, I64(bk.kc), K), b.add(ncp, I64(bk.mc))), per), I64(per))
@@ -510,7 +523,7 @@ class _GemmBuilder:
 
             def serial_item(bi: ir.Value) -> None:
                 a_, b_, c_ = item(bi)
-                b.call(serial, [a_, b_, c_, M, N, K, sam, sak, sbk, sbn, ldc, work])
+                b.call(serial, [a_, b_, c_, M, N, K, sam, sak, sbk, sbn, ldc, work, pre, I64(0), ns])
 
             counted_loop(b, I64(0), batch, serial_item, name="b")
             b.ret_void()
@@ -529,7 +542,7 @@ class _GemmBuilder:
                     ob.call(serial, [ob.gep(a0, [ob.mul(bi, s_ab)], source_etype=self.T),
                                      ob.gep(b0, [ob.mul(bi, s_bb)], source_etype=self.T),
                                      ob.gep(c0, [ob.mul(bi, s_cb)], source_etype=self.T),
-                                     m, n, k, s_am, s_ak, s_bk, s_bn, l_dc, slot])
+                                     m, n, k, s_am, s_ak, s_bk, s_bn, l_dc, slot, ir.Constant(PTR, None), I64(0), I64(0)])
 
                 counted_loop(ob, lo, hi, one, name="b")
 
@@ -559,7 +572,7 @@ class _GemmBuilder:
         tn = b.sdiv(nth, tm)
 
         def sub_gemm(ob: ir.IRBuilder, lo: ir.Value, hi: ir.Value, vals: list[ir.Value]) -> None:
-            a0, b0, c0, m, n, k, s_am, s_ak, s_bk, s_bn, l_dc, ws, slot_elems, t_m, t_n, m_strips, n_strips = vals
+            a0, b0, c0, m, n, k, s_am, s_ak, s_bk, s_bn, l_dc, ws, slot_elems, t_m, t_n, m_strips, n_strips, pp = vals
             tid = ob.sext(ob.call(thread_num, []), I64)
             slot = ob.gep(ws, [ob.mul(tid, slot_elems)], source_etype=self.T)
 
@@ -573,23 +586,27 @@ class _GemmBuilder:
                     a1 = ob.gep(a0, [ob.mul(r0, s_am)], source_etype=self.T)
                     b1 = ob.gep(b0, [ob.mul(c0_, s_bn)], source_etype=self.T)
                     c1 = ob.gep(c0, [ob.add(ob.mul(r0, l_dc), c0_)], source_etype=self.T)
-                    ob.call(serial, [a1, b1, c1, ob.sub(r1, r0), ob.sub(c1_, c0_), k, s_am, s_ak, s_bk, s_bn, l_dc, slot])
+                    ob.call(serial, [a1, b1, c1, ob.sub(r1, r0), ob.sub(c1_, c0_), k, s_am, s_ak, s_bk, s_bn, l_dc, slot,
+                                     pp, ob.sdiv(c0_, I64(NR)), n_strips])
 
             counted_loop(ob, lo, hi, unit, name="u")
 
         def gemm_item(bi: ir.Value) -> None:
             a_, b_, c_ = item(bi)
-            parallel_for(b, nth, [a_, b_, c_, M, N, K, sam, sak, sbk, sbn, ldc, work, slot_elems, tm, tn, mstrips, nstrips],
+            parallel_for(b, nth, [a_, b_, c_, M, N, K, sam, sak, sbk, sbn, ldc, work, slot_elems, tm, tn, mstrips, nstrips, pre],
                          sub_gemm, f"{self.name}.par_grid")
 
         counted_loop(b, I64(0), batch, gemm_item, name="b")
         b.ret_void()
 
 
-#: ``gemm_f32`` / ``gemm_f64``: A, B, C, batch, M, N, K, sa_b, sa_m, sa_k, sb_b, sb_k, sb_n, sc_b, ldc, work, slots.
-GEMM_ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 12 + [ctypes.c_void_p, ctypes.c_int64]
-#: ``gemm_f32_call(block, shape)``: block = i64[9] {A, B, C, A offset, B offset, C offset (bytes), work,
-#: slots, data offset}, shape = i64[12] {batch, M, N, K, sa_b, sa_m, sa_k, sb_b, sb_k, sb_n, sc_b, ldc}.
+#: ``gemm_f32`` / ``gemm_f64``: A, B, C, batch, M, N, K, sa_b, sa_m, sa_k, sb_b, sb_k, sb_n, sc_b, ldc, work, slots,
+#: pre (null, or B as ``gemm_*_pack`` packed it; used when batch is 1).
+GEMM_ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 12 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+#: ``gemm_f32_pack(B, K, N, sb_k, sb_n, dst)``: all of B packed as the GEMM packs it, for ``pre``.
+PACK_ARGTYPES = [ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_void_p]
+#: ``gemm_f32_call(block, shape)``: block = i64[10] {A, B, C, A offset, B offset, C offset (bytes), work,
+#: slots, data offset, pre}, shape = i64[12] {batch, M, N, K, sa_b, sa_m, sa_k, sb_b, sb_k, sb_n, sc_b, ldc}.
 #: With a nonzero data offset, A, B and C are numpy array objects and their data pointer is read at
 #: that offset (``PyArrayObject.data``), which saves the 1-2 us of each ``arr.ctypes.data``.
 CALL_ARGTYPES = [ctypes.c_void_p, ctypes.c_void_p]
@@ -610,7 +627,7 @@ def build_call(module: ir.Module, name: str) -> None:
     A ctypes call costs about 0.3 us per integer argument: :func:`matmul` passes two addresses
     instead of 17 integers, the shape block being cached per layout and the other per thread.
     """
-    gemm_fn = _declare(module, name, VOID, [PTR, PTR, PTR] + [I64] * 12 + [PTR, I64])  # defined by build_gemm
+    gemm_fn = _declare(module, name, VOID, [PTR, PTR, PTR] + [I64] * 12 + [PTR, I64, PTR])  # defined by build_gemm
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR, PTR]), name=f"{name}_call")
     fn.attributes.add("nounwind")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -631,7 +648,31 @@ def build_call(module: ir.Module, name: str) -> None:
         base.add_incoming(p, before)
         base.add_incoming(data, from_object)
         operands.append(b.gep(base, [word(block, 3 + i, I64)], source_etype=ir.IntType(8)))
-    b.call(gemm_fn, operands + [word(shape, i, I64) for i in range(12)] + [word(block, 6, PTR), word(block, 7, I64)])
+    b.call(gemm_fn, operands + [word(shape, i, I64) for i in range(12)] + [word(block, 6, PTR), word(block, 7, I64),
+                                                                               word(block, 9, PTR)])
+    b.ret_void()
+
+
+def build_pack(module: ir.Module, name: str, itemsize: int, lanes: int | None = None) -> None:
+    """Emit ``name_pack(B, K, N, sbk, sbn, dst)`` (``PACK_ARGTYPES``): every KC-deep slice of B packed into
+    NR-wide strips, slice ``pc`` at ``dst + pc * ceil(N / NR) * NR``: the panels ``gemm(..., pre=dst)`` reads
+    instead of packing them itself (a scan's weights, packed once for all its steps)."""
+    ty = ir.FloatType() if itemsize == 4 else ir.DoubleType()
+    gb = _GemmBuilder(module, f"{name}.packer", ty, blocking(itemsize, lanes))
+    pack_b = gb.build_pack_b()
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR, I64, I64, I64, I64, PTR]), name=f"{name}_pack")
+    fn.attributes.add("nounwind")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    src, K, N, sbk, sbn, dst = fn.args
+    KC, NR = gb.bk.kc, gb.NR
+    ns = _ceil_div(b, N, NR)
+
+    def depth(pc: ir.Value) -> None:
+        kc = _smin(b, I64(KC), b.sub(K, pc))
+        b.call(pack_b, [b.gep(src, [b.mul(pc, sbk)], source_etype=ty), sbk, sbn, kc, N, I64(0), ns,
+                        b.gep(dst, [b.mul(b.mul(pc, ns), I64(NR))], source_etype=ty)])
+
+    counted_loop(b, I64(0), K, depth, step=KC, name="pc")
     b.ret_void()
 
 
@@ -639,6 +680,8 @@ library.register("gemm_f32", GEMM_ARGTYPES, lambda m: build_gemm(m, "gemm_f32", 
 library.register("gemm_f64", GEMM_ARGTYPES, lambda m: build_gemm(m, "gemm_f64", 8))
 library.register("gemm_f32_call", CALL_ARGTYPES, lambda m: build_call(m, "gemm_f32"))
 library.register("gemm_f64_call", CALL_ARGTYPES, lambda m: build_call(m, "gemm_f64"))
+library.register("gemm_f32_pack", PACK_ARGTYPES, lambda m: build_pack(m, "gemm_f32", 4))
+library.register("gemm_f64_pack", PACK_ARGTYPES, lambda m: build_pack(m, "gemm_f64", 8))
 
 
 # ============================================================================= the matmul op
@@ -671,7 +714,7 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         self.nbytes = 0
         self.buffer: np.ndarray | None = None
-        self.block = (ctypes.c_int64 * 9)()
+        self.block = (ctypes.c_int64 * 10)()
         self.block[8] = DATA_OFFSET
         self.block_addr = ctypes.addressof(self.block)
 
@@ -793,13 +836,14 @@ def matmul(ctx: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def bound_calls(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> list[tuple[int, Any, Any]] | None:
+def bound_calls(a: np.ndarray, b: np.ndarray, out: np.ndarray, prepacked: np.ndarray | None = None) -> list[tuple[int, Any, Any]] | None:
     """The native calls that compute ``out = a @ b`` for these very arrays, to be made later (by the
     native loop of a scan, :mod:`tensorc.backends.llvm.scanloop`): one ``(address of gemm_*_call,
     block, shape)`` per outer batch item, the blocks holding raw data addresses (words 0-2, which
-    the caller may re-point) and this thread's workspace. None where :func:`matmul` would not
-    make a native call (other dtypes, empty or K = 0 products, misaligned strides, an ``out``
-    that is not the C-contiguous result)."""
+    the caller may re-point) and this thread's workspace. ``prepacked``: ``b`` as :func:`prepack`
+    packed it, read instead of packing ``b`` at every call (for one GEMM, not a batch). None where
+    :func:`matmul` would not make a native call (other dtypes, empty or K = 0 products,
+    misaligned strides, an ``out`` that is not the C-contiguous result)."""
     dt = a.dtype
     if dt not in _NAMES or b.dtype != dt or a.ndim < 2 or a.ndim != b.ndim or out.dtype != dt:
         return None
@@ -812,5 +856,24 @@ def bound_calls(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> list[tuple[int
     slots = _state.nbytes // plan.slot_bytes
     fn = ctypes.cast(plan.call, ctypes.c_void_p).value
     assert fn is not None
-    return [(fn, (ctypes.c_int64 * 9)(a.ctypes.data, b.ctypes.data, out.ctypes.data, oa, ob, oc, work, slots, 0), plan.shape)
-            for oa, ob, oc in plan.offsets]  # type: ignore[union-attr]
+    pre = 0
+    if prepacked is not None and len(plan.offsets) == 1 and plan.shape[0] == 1:  # type: ignore[arg-type, index]
+        pre = prepacked.ctypes.data
+    return [(fn, (ctypes.c_int64 * 10)(a.ctypes.data, b.ctypes.data, out.ctypes.data, oa, ob, oc, work, slots, 0, pre),
+             plan.shape) for oa, ob, oc in plan.offsets]  # type: ignore[union-attr]
+
+
+def prepack(b: np.ndarray) -> np.ndarray | None:
+    """``b`` (K x N, float32/float64, any element strides) packed for ``pre`` (:func:`bound_calls`), or None
+    for other dtypes or layouts. The buffer is 64-byte aligned and ``K * ceil(N / NR) * NR`` elements."""
+    dt = b.dtype
+    if dt not in _NAMES or b.ndim != 2 or any(s % dt.itemsize for s in b.strides) or 0 in b.shape:
+        return None
+    k, n = b.shape
+    nr = blocking(dt.itemsize).nr
+    raw = np.empty(k * -(-n // nr) * nr * dt.itemsize + WORKSPACE_ALIGN, np.uint8)
+    start = -raw.ctypes.data % WORKSPACE_ALIGN
+    packed = raw[start:start + k * -(-n // nr) * nr * dt.itemsize].view(dt)
+    library.function(_NAMES[dt] + "_pack")(b.ctypes.data, k, n, b.strides[0] // dt.itemsize,
+                                            b.strides[1] // dt.itemsize, packed.ctypes.data)
+    return packed
