@@ -97,6 +97,18 @@ def test_padding_reads_through_a_mask() -> None:
     check(lambda x: tc.pad(x, ((1, 2), (0, 3)), 0.5) * 3 + 1, rand(0, 4), exact=True)
 
 
+def test_matmul_plus_bias_is_one_gemm_that_adds_the_bias() -> None:
+    """x @ w + b (2-D and batched over a shared weight): the GEMM adds the row, no epilogue pass; a sum
+    with a full matrix or a column is not a bias and keeps the epilogue."""
+    x, x3, w, b = rand(37, 20), rand(3, 11, 20), rand(20, 33), rand(33)
+    for fn, args in ((lambda x, w, b: x @ w + b, (x, w, b)), (lambda x, w, b: b + x @ w, (x3, w, b))):
+        exe = check(fn, *args)
+        assert any(s.bias is not None and exe.how(s.kernel) == "library" for s in exe.library.values())
+    for fn, args in ((lambda x, w, y: x @ w + y, (x, w, rand(37, 33))), (lambda x, w, y: x @ w + y, (x, w, rand(37, 1)))):
+        exe = check(fn, *args)
+        assert all(s.bias is None for s in exe.library.values())
+
+
 def test_pieces_of_a_concat_run_as_loops_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """The gradient of a chunk (pieces padded and added) and a concat: the inner loop is split where
     the pieces meet, so no load keeps a mask and no where is left; results equal the unsplit loop's."""

@@ -151,7 +151,7 @@ def test_wide_vector_tiles() -> None:
             c = np.empty((2, m, n), dtype)
             sa, sb = (s // size for s in a.strides), (s // size for s in b.strides)
             ws = gemm.workspace(gemm.workspace_bytes(size, n, k, threads, lanes))
-            fn(a.ctypes.data, b.ctypes.data, c.ctypes.data, 2, m, n, k, *sa, *sb, m * n, n, ws, threads, None)
+            fn(a.ctypes.data, b.ctypes.data, c.ctypes.data, 2, m, n, k, *sa, *sb, m * n, n, ws, threads, None, None)
             check(a, b, fn=lambda _ctx, a, b, c=c: c)
 
 
@@ -212,3 +212,39 @@ def test_prepack_declines_what_it_cannot_pack() -> None:
     assert gemm.prepack(np.ones((3, 4), np.float16)) is None
     assert gemm.prepack(np.ones((2, 3, 4), np.float32)) is None
     assert gemm.prepack(np.ones((0, 4), np.float32)) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mnk", [(1, 1, 1), (7, 70, 9), (13, 4500, 600), (2048, 1024, 64), (32, 65, 256), (300, 1, 5)])
+def test_bias_added_by_the_gemm(dtype: Any, threads: int, mnk: tuple[int, int, int]) -> None:
+    """``matmul_bias``: the bias row is added as the first depth slice is stored (edge tiles included),
+    once, whatever the number of depth slices, thread split, B layout, or a prepacked B."""
+    m, n, k = mnk
+    a, bias = rand(m, k, dtype=dtype), rand(n, dtype=dtype)
+    saved = parallel.num_threads()
+    parallel.set_num_threads(threads)
+    try:
+        for b in (rand(k, n, dtype=dtype), rand(n, k, dtype=dtype).T):
+            out = gemm.matmul_bias(a, b, bias)
+            assert out is not None
+            # the product's BLAS bound, plus one rounding of the sum
+            want = a.astype(np.float64) @ b.astype(np.float64) + bias
+            eps = np.finfo(dtype).eps
+            bound = 2 * max(k, 1) * eps * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))) + eps * np.abs(want)
+            assert np.all(np.abs(out - want) <= bound + np.finfo(dtype).tiny)
+            packed, into = gemm.prepack(b), np.empty((m, n), dtype)
+            import ctypes
+            for fn, block, shape in gemm.bound_calls(a, b, into, packed, bias) or []:
+                ctypes.CFUNCTYPE(None, *gemm.CALL_ARGTYPES)(fn)(ctypes.addressof(block), ctypes.addressof(shape))
+            np.testing.assert_array_equal(into, out)
+    finally:
+        parallel.set_num_threads(saved)
+
+
+def test_bias_declined_where_it_is_not_one_row() -> None:
+    a, b = rand(4, 3), rand(3, 5)
+    assert gemm.matmul_bias(a, b, rand(6)) is None  # wrong length
+    assert gemm.matmul_bias(a, b, rand(10)[::2]) is None  # strided
+    assert gemm.matmul_bias(a, b, rand(5, dtype=np.float64)) is None  # dtype
+    assert gemm.matmul_bias(rand(2, 4, 3), rand(2, 3, 5), rand(5)) is None  # a batch of two GEMMs

@@ -210,6 +210,8 @@ class LibraryStep:
     epilogue: LoweredKernel | None
     body: LLVMExecutable | None = None  # a scan's body, compiled on its own
     native_scan: Any = None  # its native loop (:class:`~tensorc.backends.llvm.scanloop.NativeScan`), if it has one
+    bias: Node | None = None  # matmul + bias: the broadcast bias operand, added by the GEMM itself
+    result: Node | None = None  # ... and the sum, the kernel's output
 
 
 class LLVMExecutable:
@@ -292,7 +294,10 @@ class LLVMExecutable:
             elif k.index in self.library:
                 step = self.library[k.index]
                 epi = self._native_step(step.epilogue) if step.epilogue is not None else None
-                self._steps.append(lambda stored, step=step, epi=epi: self._run_library(step, epi, stored))
+                if step.bias is not None:
+                    self._steps.append(lambda stored, step=step, epi=epi: self._run_bias(step, epi, stored))
+                else:
+                    self._steps.append(lambda stored, step=step, epi=epi: self._run_library(step, epi, stored))
             else:
                 self._steps.append(lambda stored, k=k: run_kernel(sched, k, stored))
 
@@ -352,6 +357,8 @@ class LLVMExecutable:
             return "reference"
         if step.body is not None:
             return "scan (native)" if step.native_scan is not None else "scan"
+        if step.bias is not None:
+            return "library"  # the GEMM adds the bias
         return "library+loop" if step.epilogue is not None else "library"
 
     def profile_report(self, top: int | None = None) -> str:
@@ -396,6 +403,23 @@ class LLVMExecutable:
                 local[id(node)] = evaluate_node(node, operands)
         for out in kernel.outputs:
             stored[id(out)] = local[id(out)]
+
+    def _run_bias(self, step: LibraryStep, epilogue: Callable[[dict[int, Any]], None] | None, stored: dict[int, Any]) -> None:
+        """A matmul + bias kernel: one GEMM that adds the bias row as it stores (the generic path if it declines)."""
+        from .kernels.gemm import matmul_bias
+
+        kernel, local, schedule = step.kernel, {}, self.schedule
+        for node in kernel.exec_nodes:  # the views of the operands and of the broadcast bias
+            if node is step.node:
+                break
+            local[id(node)] = evaluate_node(node, [_operand(schedule, kernel, i, local, stored) for i in node.inputs])
+        a, b = (_operand(schedule, kernel, i, local, stored) for i in step.node.inputs)
+        bias = bias_row(_bias_value(schedule, kernel, step.bias, local, stored))  # type: ignore[arg-type]
+        out = matmul_bias(a, b, bias) if bias is not None else None
+        if out is None:
+            self._run_library(step, epilogue, stored)
+            return
+        stored[id(step.result)] = out.reshape(step.result.shape)  # type: ignore[union-attr]
 
     def __call__(self, *args: np.ndarray) -> list[np.ndarray]:
         sched = self.schedule
@@ -463,6 +487,55 @@ def _scan_step(kernel: Kernel) -> LibraryStep | None:
     return LibraryStep(kernel, scans[0], run_scan, None, body, native)
 
 
+def _bias_value(schedule: Schedule, kernel: Kernel, node: Node, local: dict[int, Any], stored: dict[int, Any]) -> np.ndarray:
+    """The value of a bias operand, through the views of ``kernel`` between it and what is stored."""
+    if id(node) in local or id(node) in stored or node.op == "const":
+        return _operand(schedule, kernel, node, local, stored)
+    value = evaluate_node(node, [_bias_value(schedule, kernel, node.inputs[0], local, stored)])
+    local[id(node)] = value
+    return value
+
+
+def bias_row(value: np.ndarray) -> np.ndarray | None:
+    """The row a broadcast bias repeats (its last axis), when every other axis has stride 0; else None."""
+    if value.ndim == 0 or any(s for s in value.strides[:-1]):
+        return None
+    return np.ascontiguousarray(value[(0,) * (value.ndim - 1)])
+
+
+def _bias_of(kernel: Kernel, node: Node) -> tuple[Node, Node] | None:
+    """``(bias operand, sum)`` when ``kernel`` is ``node`` (a matmul) plus a bias broadcast along its rows and
+    returns only the sum (its views aside), else None."""
+    from ...schedule.views import MOVEMENT_OPS
+
+    rest = [n for n in kernel.nodes if n is not node and n.op != "tuple_get" and n.op not in MOVEMENT_OPS]
+    if node.op != "matmul" or len(rest) != 1 or rest[0].op != "add" or list(kernel.outputs) != [rest[0]]:
+        return None
+    add, exec_ids = rest[0], {id(n) for n in kernel.exec_nodes}
+
+    def source(n: Node, ops: tuple[str, ...]) -> Node:
+        while n.op in ops and id(n) in exec_ids:
+            n = n.inputs[0]
+        return n
+
+    # the product, maybe reshaped (a batch folded into one GEMM's rows), plus a broadcast row
+    sides = [source(i, ("reshape",)) is node for i in add.inputs]
+    if sides.count(True) != 1 or add.shape[-1] != node.shape[-1]:
+        return None
+    other = add.inputs[sides.index(False)]
+    src = source(other, ("reshape", "expand"))
+    if math.prod(src.shape) != node.shape[-1] or src.dtype != node.dtype:
+        return None
+    # the kernel's other views must not read the product or the sum (they run before the GEMM)
+    after = {id(node), id(add)}
+    for n in kernel.exec_nodes:
+        if any(id(i) in after for i in n.inputs):
+            after.add(id(n))
+    if any(id(n) in after and n is not add and n is not node and n.op != "reshape" for n in kernel.exec_nodes):
+        return None
+    return other, add
+
+
 def _library_step(kernel: Kernel) -> LibraryStep | None:
     """The library step of ``kernel`` when it is built around a matmul or fused op with a native routine."""
     if kernel.body is not None:
@@ -478,4 +551,7 @@ def _library_step(kernel: Kernel) -> LibraryStep | None:
     epilogue = None
     if rest and not node.is_tuple:
         epilogue = lower_kernel(kernel, f"k{kernel.index}_epilogue", frozenset({id(node)}))
+    bias = _bias_of(kernel, node)
+    if bias is not None and node.dtype.np in (np.float32, np.float64):
+        return LibraryStep(kernel, node, impl, epilogue, bias=bias[0], result=bias[1])
     return LibraryStep(kernel, node, impl, epilogue)

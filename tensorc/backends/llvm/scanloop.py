@@ -59,10 +59,12 @@ class NativeScan:
             step = body.library.get(k.index)
             if step is None or step.node.op != "matmul" or step.body is not None or step.node.dtype.np not in gemm._NAMES:
                 return None
-            before = k.exec_nodes[:k.exec_nodes.index(step.node)]
-            if any(n.op not in _VIEWS for n in before):
+            views = [n for n in k.exec_nodes if n is not step.node and n is not step.result]
+            if step.bias is None:
+                views = k.exec_nodes[:k.exec_nodes.index(step.node)]
+            if any(n.op not in _VIEWS for n in views):
                 return None
-            if step.epilogue is None and any(o is not step.node for o in k.outputs):
+            if step.epilogue is None and step.bias is None and any(o is not step.node for o in k.outputs):
                 return None
         graph, n_carry = body.graph, node.attrs["n_carry"]
         for i, out in enumerate(graph.outputs):
@@ -144,6 +146,18 @@ class NativeScan:
                 invariant.add(id(node))
             return arr
 
+        def bias_view(node: Node) -> np.ndarray:
+            """A bias operand, through the views between it and a value of the body."""
+            if id(node) in stored or id(node) in body._resident or node.op in ("const", "param"):
+                return value_of(node)
+            src = bias_view(node.inputs[0])
+            view = stored[id(node)] = evaluate_node(node, [src])
+            if id(node.inputs[0]) in invariant:
+                invariant.add(id(node))
+            elif not np.may_share_memory(view, src):
+                raise _Unbindable(f"{node.op} copies a value that changes every step")
+            return view
+
         def array_for(node: Node, output: bool) -> np.ndarray:
             if output and id(node) in target and node.op != "param":
                 written.add(id(node))
@@ -189,19 +203,25 @@ class NativeScan:
                 elif not np.may_share_memory(view, src):
                     raise _Unbindable(f"{node.op} copies a value that changes every step")
             lhs, rhs = (value_of(i) for i in step.node.inputs)
-            out = array_for(step.node, True)
+            out = array_for(step.node if step.result is None else step.result, True).reshape(step.node.shape)
             # a weight is the same at every step: packed once here, not by every step's GEMM
             packed = gemm.prepack(rhs) if id(step.node.inputs[1]) in invariant and rhs.ndim == 2 else None
-            keep.append(packed)
-            bound = gemm.bound_calls(lhs, rhs, out, packed)
+            row = None
+            if step.bias is not None:
+                bias = bias_view(step.bias)
+                if bias.ndim == 0 or any(s for s in bias.strides[:-1]) or bias.strides[-1] != bias.itemsize:
+                    raise _Unbindable("a bias that is not one contiguous row, broadcast")
+                row = bias[(0,) * (bias.ndim - 1)]  # a view: re-pointed per step if it is a step's value
+            keep += [packed, row]
+            bound = gemm.bound_calls(lhs, rhs, out, packed, row)
             if bound is None:
                 raise _Unbindable("a GEMM layout without a native call")
             for fn, block, shape in bound:
                 keep += [block, shape]
-                for w in range(3):
+                for w in (0, 1, 2, 10):
                     slot(ctypes.addressof(block) + 8 * w, block[w])
                 calls.append([CALL2, fn, ctypes.addressof(block), ctypes.addressof(shape), 0, 0])
-            if step.epilogue is not None:
+            if step.epilogue is not None and step.bias is None:
                 loop_nest(step.epilogue)
         if not all(id(o) in written for o in graph.outputs):
             raise _Unbindable("an output no kernel writes")

@@ -6,7 +6,9 @@ The native functions ``gemm_f32`` / ``gemm_f64`` take every shape and stride at 
                   i64 sa_b, i64 sa_m, i64 sa_k,   # A[b] is M x K, element strides (may be 0 or negative)
                   i64 sb_b, i64 sb_k, i64 sb_n,   # B[b] is K x N
                   i64 sc_b, i64 ldc,              # C[b] is M x N with unit column stride
-                  ptr work, i64 slots)            # workspace: `slots` slots, 64-byte aligned
+                  ptr work, i64 slots,            # workspace: `slots` slots, 64-byte aligned
+                  ptr pre, ptr bias)              # null, or B packed once by gemm_f32_pack; null, or a
+                                                  # row of N added to C (both for batch 1 only)
 
 ``gemm_f32_call(ptr block, ptr shape)`` is the same function with its arguments in two blocks
 (see ``CALL_ARGTYPES``): a ctypes call costs ~0.3 us per integer argument.
@@ -27,7 +29,10 @@ product (1x2304x768: 5 -> 12 GF/s; 6 rows: 25 -> 54), and micro-kernels for 1..M
 computing padding rows. Packing
 reads A and B through their strides, so transposed, sliced and broadcast (stride 0) operands
 need no copy. Each output element is the same chain of FMAs whatever the thread split, so the
-result does not depend on the thread count.
+result does not depend on the thread count. A B packed beforehand (``pre``: a scan's weight, packed
+once for all its steps by :func:`prepack`) is read instead of packed. A ``bias`` row is added to the
+accumulators as the first depth slice is stored (:func:`matmul_bias`: ``x @ W + b`` without a
+second pass over the product).
 
 Register tile (MR x NR), from :func:`blocking`: 6 x (2 vectors) with 256-bit vectors (6x16 f32,
 6x8 f64: 12 accumulators of the 16 ymm), 6 x (4 vectors) with AVX-512 (6x64 f32, 6x32 f64: 24
@@ -147,6 +152,12 @@ def _smin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_signed("<", x, y), x, y)
 
 
+def _offset_or_null(b: ir.IRBuilder, p: ir.Value, i: ir.Value, ty: ir.Type) -> ir.Value:
+    """``p + i`` elements, or null when ``p`` is null."""
+    null = ir.Constant(PTR, None)
+    return b.select(b.icmp_unsigned("==", b.ptrtoint(p, I64), I64(0)), null, b.gep(p, [i], source_etype=ty))
+
+
 def _ceil_div(b: ir.IRBuilder, x: ir.Value, d: int) -> ir.Value:
     return b.sdiv(b.add(x, I64(d - 1)), I64(d))
 
@@ -194,16 +205,20 @@ class _GemmBuilder:
 
     # ---------------------------------------------------------------- micro-kernel
     def build_micro(self, rows: int, direct: bool) -> ir.Function:
-        """``micro(pa, pb, ldb, kc, c, ldc, accumulate, mr, nr)``: C[0:mr, 0:nr] (+)= A strip @ B strip.
+        """``micro(pa, pb, ldb, kc, c, ldc, accumulate, mr, nr, bias)``: C[0:mr, 0:nr] (+)= A strip @ B strip.
+
+        ``bias`` (null, or the tile's first column of a bias row) is added to every row when not
+        accumulating (so once, with the first depth slice).
 
         Computes ``rows`` rows (``mr <= rows`` are stored). The A strip is packed (MR elements per
         k, the first ``rows`` used); the B strip is packed (``direct=False``: NR elements per k,
         aligned) or, with ``direct``, read in place from a row-major B with rows ``ldb`` apart.
         """
         fn, b = _internal(self.m, f"{self.name}.micro{rows}{'d' if direct else ''}",
-                          [PTR, PTR, I64, I64, PTR, I64, I1, I64, I64])
+                          [PTR, PTR, I64, I64, PTR, I64, I1, I64, I64, PTR])
         fn.attributes.add("noinline")
-        pa, pb, ldb, kc, c, ldc, accumulate, mr, nr = fn.args
+        pa, pb, ldb, kc, c, ldc, accumulate, mr, nr, bias = fn.args
+        add_bias = b.and_(b.not_(accumulate), b.icmp_unsigned("!=", b.ptrtoint(bias, I64), I64(0)))
         MR, NR, L, V, VT = self.MR, self.NR, self.L, self.bk.vecs, self.VT
         acc = self.alloca(b, VT, rows * V)
 
@@ -246,6 +261,11 @@ class _GemmBuilder:
         full = b.and_(b.icmp_signed("==", mr, I64(rows)), b.icmp_signed("==", nr, I64(NR)))
         with b.if_else(full) as (then, otherwise):
             with then:
+                with b.if_then(add_bias):  # all NR columns exist: whole vectors of the bias row
+                    for v in range(V):
+                        bv = b.load(b.gep(bias, [I64(v * L)], source_etype=self.T), typ=VT, align=1)
+                        for i in range(rows):
+                            b.store(b.fadd(b.load(acc_at(i, v), typ=VT), bv), acc_at(i, v))
                 for i in range(rows):
                     row = b.gep(c, [b.mul(I64(i), ldc)], source_etype=self.T)
                     for v in range(V):
@@ -267,7 +287,9 @@ class _GemmBuilder:
                         val = self.load(b, trow, j)
                         with b.if_then(accumulate):
                             self.store(b, b.fadd(val, self.load(b, crow, j)), crow, j)
-                        with b.if_then(b.not_(accumulate)):
+                        with b.if_then(add_bias):
+                            self.store(b, b.fadd(val, self.load(b, bias, j)), crow, j)
+                        with b.if_then(b.not_(b.or_(accumulate, add_bias))):
                             self.store(b, val, crow, j)
 
                     counted_loop(b, I64(0), nr, col, name="j")
@@ -387,7 +409,7 @@ class _GemmBuilder:
 
     # ---------------------------------------------------------------- macro-kernel
     def build_macro(self, pack_a: ir.Function) -> ir.Function:
-        """``macro(a, sam, sak, bp, kc, nc, s0, s1, r0, r1, c, ldc, accumulate, ap, direct, bsrc, ldb)``.
+        """``macro(a, sam, sak, bp, kc, nc, s0, s1, r0, r1, c, ldc, accumulate, ap, direct, bsrc, ldb, bias)``.
 
         Rows r0..r1 of C times strips s0..s1 of the packed panel ``bp``; ``a`` points at A[0, k0],
         ``c`` at C[0, j0]; the A blocks are packed into ``ap``. With ``direct``, full strips are
@@ -398,8 +420,8 @@ class _GemmBuilder:
         packed = {rows: self.build_micro(rows, direct=False) for rows in range(1, self.MR + 1)}
         in_place = {rows: self.build_micro(rows, direct=True) for rows in range(1, self.MR + 1)}
         fn, b = _internal(self.m, f"{self.name}.macro",
-                          [PTR, I64, I64, PTR, I64, I64, I64, I64, I64, I64, PTR, I64, I1, PTR, I1, PTR, I64])
-        a, sam, sak, bp, kc, nc, s0, s1, r0, r1, c, ldc, accumulate, ap, direct, bsrc, ldb = fn.args
+                          [PTR, I64, I64, PTR, I64, I64, I64, I64, I64, I64, PTR, I64, I1, PTR, I1, PTR, I64, PTR])
+        a, sam, sak, bp, kc, nc, s0, s1, r0, r1, c, ldc, accumulate, ap, direct, bsrc, ldb, bias = fn.args
         MR, NR, MC = self.MR, self.NR, self.bk.mc
 
         def block(ic: ir.Value) -> None:
@@ -413,6 +435,7 @@ class _GemmBuilder:
                 bs = b.gep(bp, [b.mul(s, b.mul(kc, I64(NR)))], source_etype=self.T)
                 ccol = b.gep(cblock, [j], source_etype=self.T)
                 use_direct = b.and_(direct, b.icmp_signed("==", nr, I64(NR)))
+                bias_j = _offset_or_null(b, bias, j, self.T)
 
                 def tile(ir_: ir.Value) -> None:
                     mr = _smin(b, I64(MR), b.sub(mc, ir_))
@@ -421,9 +444,9 @@ class _GemmBuilder:
                     with b.if_else(use_direct) as (then, otherwise):
                         with then:
                             self.call_micro(b, in_place, mr, [as_, b.gep(bsrc, [j], source_etype=self.T), ldb, kc, ct, ldc,
-                                                              accumulate, mr, nr])
+                                                              accumulate, mr, nr, bias_j])
                         with otherwise:
-                            self.call_micro(b, packed, mr, [as_, bs, I64(NR), kc, ct, ldc, accumulate, mr, nr])
+                            self.call_micro(b, packed, mr, [as_, bs, I64(NR), kc, ct, ldc, accumulate, mr, nr, bias_j])
 
                 counted_loop(b, I64(0), mc, tile, step=MR, name="ir")
 
@@ -435,13 +458,13 @@ class _GemmBuilder:
 
     # ---------------------------------------------------------------- drivers
     def build_serial(self, pack_b: ir.Function, macro: ir.Function) -> ir.Function:
-        """``serial(a, b, c, M, N, K, sam, sak, sbk, sbn, ldc, slot, pre, s_off, ns)``: one GEMM on this thread.
+        """``serial(a, b, c, M, N, K, sam, sak, sbk, sbn, ldc, slot, pre, s_off, ns, bias)``: one GEMM on this thread.
 
         ``pre``: null, or all of B packed by ``*_pack`` (``ns`` strips wide), this GEMM's columns
         starting at strip ``s_off``: then nothing is packed here."""
         fn, b = _internal(self.m, f"{self.name}.serial",
-                          [PTR, PTR, PTR, I64, I64, I64, I64, I64, I64, I64, I64, PTR, PTR, I64, I64])
-        a, bm, c, M, N, K, sam, sak, sbk, sbn, ldc, slot, pre, s_off, ns = fn.args
+                          [PTR, PTR, PTR, I64, I64, I64, I64, I64, I64, I64, I64, PTR, PTR, I64, I64, PTR])
+        a, bm, c, M, N, K, sam, sak, sbk, sbn, ldc, slot, pre, s_off, ns, bias = fn.args
         KC, NC, NR = self.bk.kc, self.bk.nc, self.NR
         prepacked = b.icmp_unsigned("!=", b.ptrtoint(pre, I64), I64(0))
         # Few rows: packing B would cost more than the product (a B element serves only M FMAs),
@@ -470,7 +493,7 @@ class _GemmBuilder:
                 asrc = b.gep(a, [b.mul(pc, sak)], source_etype=self.T)
                 b.call(macro, [asrc, sam, sak, use, kc, nc, I64(0), nstrips, I64(0), M,
                                b.gep(c, [jc], source_etype=self.T), ldc, b.icmp_signed("!=", pc, I64(0)), ap,
-                               direct, bsrc, sbk])
+                               direct, bsrc, sbk, _offset_or_null(b, bias, jc, self.T)])
 
             counted_loop(b, I64(0), K, depth_block, step=KC, name="pc")
 
@@ -483,12 +506,14 @@ class _GemmBuilder:
         pack_b = self.build_pack_b()
         macro = self.build_macro(pack_a)
         serial = self.build_serial(pack_b, macro)
-        fn = _declare(self.m, self.name, VOID, [PTR, PTR, PTR] + [I64] * 12 + [PTR, I64, PTR])
+        fn = _declare(self.m, self.name, VOID, [PTR, PTR, PTR] + [I64] * 12 + [PTR, I64, PTR, PTR])
         fn.attributes.add("nounwind")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        A, B, C, batch, M, N, K, sab, sam, sak, sbb, sbk, sbn, scb, ldc, work, slots, pre = fn.args
+        A, B, C, batch, M, N, K, sab, sam, sak, sbb, sbk, sbn, scb, ldc, work, slots, pre, bias = fn.args
         bk, MR, NR = self.bk, self.MR, self.NR
-        pre = b.select(b.icmp_signed("==", batch, I64(1)), pre, ir.Constant(PTR, None))  # one B: one GEMM
+        one = b.icmp_signed("==", batch, I64(1))
+        pre = b.select(one, pre, ir.Constant(PTR, None))  # one B: one GEMM
+        bias = b.select(one, bias, ir.Constant(PTR, None))
         ns = _ceil_div(b, N, NR)
         per = WORKSPACE_ALIGN // self.size
         ncp = b.mul(_ceil_div(b, _smin(b, I64(bk.nc), N), NR), I64(NR))
@@ -523,7 +548,7 @@ class _GemmBuilder:
 
             def serial_item(bi: ir.Value) -> None:
                 a_, b_, c_ = item(bi)
-                b.call(serial, [a_, b_, c_, M, N, K, sam, sak, sbk, sbn, ldc, work, pre, I64(0), ns])
+                b.call(serial, [a_, b_, c_, M, N, K, sam, sak, sbk, sbn, ldc, work, pre, I64(0), ns, bias])
 
             counted_loop(b, I64(0), batch, serial_item, name="b")
             b.ret_void()
@@ -542,7 +567,8 @@ class _GemmBuilder:
                     ob.call(serial, [ob.gep(a0, [ob.mul(bi, s_ab)], source_etype=self.T),
                                      ob.gep(b0, [ob.mul(bi, s_bb)], source_etype=self.T),
                                      ob.gep(c0, [ob.mul(bi, s_cb)], source_etype=self.T),
-                                     m, n, k, s_am, s_ak, s_bk, s_bn, l_dc, slot, ir.Constant(PTR, None), I64(0), I64(0)])
+                                     m, n, k, s_am, s_ak, s_bk, s_bn, l_dc, slot, ir.Constant(PTR, None), I64(0), I64(0),
+                                     ir.Constant(PTR, None)])
 
                 counted_loop(ob, lo, hi, one, name="b")
 
@@ -572,7 +598,7 @@ class _GemmBuilder:
         tn = b.sdiv(nth, tm)
 
         def sub_gemm(ob: ir.IRBuilder, lo: ir.Value, hi: ir.Value, vals: list[ir.Value]) -> None:
-            a0, b0, c0, m, n, k, s_am, s_ak, s_bk, s_bn, l_dc, ws, slot_elems, t_m, t_n, m_strips, n_strips, pp = vals
+            a0, b0, c0, m, n, k, s_am, s_ak, s_bk, s_bn, l_dc, ws, slot_elems, t_m, t_n, m_strips, n_strips, pp, bb = vals
             tid = ob.sext(ob.call(thread_num, []), I64)
             slot = ob.gep(ws, [ob.mul(tid, slot_elems)], source_etype=self.T)
 
@@ -587,13 +613,14 @@ class _GemmBuilder:
                     b1 = ob.gep(b0, [ob.mul(c0_, s_bn)], source_etype=self.T)
                     c1 = ob.gep(c0, [ob.add(ob.mul(r0, l_dc), c0_)], source_etype=self.T)
                     ob.call(serial, [a1, b1, c1, ob.sub(r1, r0), ob.sub(c1_, c0_), k, s_am, s_ak, s_bk, s_bn, l_dc, slot,
-                                     pp, ob.sdiv(c0_, I64(NR)), n_strips])
+                                     pp, ob.sdiv(c0_, I64(NR)), n_strips, _offset_or_null(ob, bb, c0_, self.T)])
 
             counted_loop(ob, lo, hi, unit, name="u")
 
         def gemm_item(bi: ir.Value) -> None:
             a_, b_, c_ = item(bi)
-            parallel_for(b, nth, [a_, b_, c_, M, N, K, sam, sak, sbk, sbn, ldc, work, slot_elems, tm, tn, mstrips, nstrips, pre],
+            parallel_for(b, nth, [a_, b_, c_, M, N, K, sam, sak, sbk, sbn, ldc, work, slot_elems, tm, tn, mstrips, nstrips, pre,
+                                  bias],
                          sub_gemm, f"{self.name}.par_grid")
 
         counted_loop(b, I64(0), batch, gemm_item, name="b")
@@ -601,12 +628,13 @@ class _GemmBuilder:
 
 
 #: ``gemm_f32`` / ``gemm_f64``: A, B, C, batch, M, N, K, sa_b, sa_m, sa_k, sb_b, sb_k, sb_n, sc_b, ldc, work, slots,
-#: pre (null, or B as ``gemm_*_pack`` packed it; used when batch is 1).
-GEMM_ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 12 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+#: pre (null, or B as ``gemm_*_pack`` packed it), bias (null, or N elements added to every row of C); pre and
+#: bias are used when batch is 1.
+GEMM_ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 12 + [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 2
 #: ``gemm_f32_pack(B, K, N, sb_k, sb_n, dst)``: all of B packed as the GEMM packs it, for ``pre``.
 PACK_ARGTYPES = [ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_void_p]
-#: ``gemm_f32_call(block, shape)``: block = i64[10] {A, B, C, A offset, B offset, C offset (bytes), work,
-#: slots, data offset, pre}, shape = i64[12] {batch, M, N, K, sa_b, sa_m, sa_k, sb_b, sb_k, sb_n, sc_b, ldc}.
+#: ``gemm_f32_call(block, shape)``: block = i64[11] {A, B, C, A offset, B offset, C offset (bytes), work,
+#: slots, data offset, pre, bias}, shape = i64[12] {batch, M, N, K, sa_b, sa_m, sa_k, sb_b, sb_k, sb_n, sc_b, ldc}.
 #: With a nonzero data offset, A, B and C are numpy array objects and their data pointer is read at
 #: that offset (``PyArrayObject.data``), which saves the 1-2 us of each ``arr.ctypes.data``.
 CALL_ARGTYPES = [ctypes.c_void_p, ctypes.c_void_p]
@@ -627,7 +655,7 @@ def build_call(module: ir.Module, name: str) -> None:
     A ctypes call costs about 0.3 us per integer argument: :func:`matmul` passes two addresses
     instead of 17 integers, the shape block being cached per layout and the other per thread.
     """
-    gemm_fn = _declare(module, name, VOID, [PTR, PTR, PTR] + [I64] * 12 + [PTR, I64, PTR])  # defined by build_gemm
+    gemm_fn = _declare(module, name, VOID, [PTR, PTR, PTR] + [I64] * 12 + [PTR, I64, PTR, PTR])  # defined by build_gemm
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR, PTR]), name=f"{name}_call")
     fn.attributes.add("nounwind")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -649,7 +677,7 @@ def build_call(module: ir.Module, name: str) -> None:
         base.add_incoming(data, from_object)
         operands.append(b.gep(base, [word(block, 3 + i, I64)], source_etype=ir.IntType(8)))
     b.call(gemm_fn, operands + [word(shape, i, I64) for i in range(12)] + [word(block, 6, PTR), word(block, 7, I64),
-                                                                               word(block, 9, PTR)])
+                                                                               word(block, 9, PTR), word(block, 10, PTR)])
     b.ret_void()
 
 
@@ -714,7 +742,7 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         self.nbytes = 0
         self.buffer: np.ndarray | None = None
-        self.block = (ctypes.c_int64 * 10)()
+        self.block = (ctypes.c_int64 * 11)()
         self.block[8] = DATA_OFFSET
         self.block_addr = ctypes.addressof(self.block)
 
@@ -836,12 +864,14 @@ def matmul(ctx: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def bound_calls(a: np.ndarray, b: np.ndarray, out: np.ndarray, prepacked: np.ndarray | None = None) -> list[tuple[int, Any, Any]] | None:
+def bound_calls(a: np.ndarray, b: np.ndarray, out: np.ndarray, prepacked: np.ndarray | None = None,
+                bias: np.ndarray | None = None) -> list[tuple[int, Any, Any]] | None:
     """The native calls that compute ``out = a @ b`` for these very arrays, to be made later (by the
     native loop of a scan, :mod:`tensorc.backends.llvm.scanloop`): one ``(address of gemm_*_call,
     block, shape)`` per outer batch item, the blocks holding raw data addresses (words 0-2, which
     the caller may re-point) and this thread's workspace. ``prepacked``: ``b`` as :func:`prepack`
-    packed it, read instead of packing ``b`` at every call (for one GEMM, not a batch). None where
+    packed it, read instead of packing ``b`` at every call (for one GEMM, not a batch); ``bias``: a
+    contiguous row of N elements added to every row of the product (one GEMM only). None where
     :func:`matmul` would not make a native call (other dtypes, empty or K = 0 products,
     misaligned strides, an ``out`` that is not the C-contiguous result)."""
     dt = a.dtype
@@ -856,11 +886,56 @@ def bound_calls(a: np.ndarray, b: np.ndarray, out: np.ndarray, prepacked: np.nda
     slots = _state.nbytes // plan.slot_bytes
     fn = ctypes.cast(plan.call, ctypes.c_void_p).value
     assert fn is not None
-    pre = 0
-    if prepacked is not None and len(plan.offsets) == 1 and plan.shape[0] == 1:  # type: ignore[arg-type, index]
-        pre = prepacked.ctypes.data
-    return [(fn, (ctypes.c_int64 * 10)(a.ctypes.data, b.ctypes.data, out.ctypes.data, oa, ob, oc, work, slots, 0, pre),
+    single = len(plan.offsets) == 1 and plan.shape[0] == 1  # type: ignore[arg-type, index]
+    pre = prepacked.ctypes.data if prepacked is not None and single else 0
+    if bias is not None and not (single and _bias_ok(bias, out)):
+        return None
+    row = bias.ctypes.data if bias is not None else 0
+    return [(fn, (ctypes.c_int64 * 11)(a.ctypes.data, b.ctypes.data, out.ctypes.data, oa, ob, oc, work, slots, 0, pre, row),
              plan.shape) for oa, ob, oc in plan.offsets]  # type: ignore[union-attr]
+
+
+def _bias_ok(bias: np.ndarray, out: np.ndarray) -> bool:
+    return bias.ndim == 1 and bias.shape[0] == out.shape[-1] and bias.dtype == out.dtype and bias.strides[0] == bias.itemsize
+
+
+def matmul_bias(a: np.ndarray, b: np.ndarray, bias: np.ndarray) -> np.ndarray | None:
+    """``a @ b + bias`` (``bias``: a contiguous row of N elements) in one pass: the GEMM adds the bias as it
+    stores its first depth slice, instead of a loop nest re-reading the product. None where the
+    layout is not one GEMM (a batch whose operands do not fold into one) or :func:`matmul` declines."""
+    dt = a.dtype
+    if dt not in _NAMES or b.dtype != dt or a.ndim < 2 or a.ndim != b.ndim or a.shape[-1] == 0:
+        return None
+    if any(s % dt.itemsize for s in a.strides + b.strides):
+        return None
+    key = (dt.char, a.shape, a.strides, b.shape, b.strides)
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= _MAX_PLANS:
+            _plans.clear()
+        plan = _plans[key] = _plan(a, b)
+    if plan.fill is not None or len(plan.offsets) != 1 or plan.shape[0] != 1:  # type: ignore[arg-type, index]
+        return None
+    out = np.empty(plan.out_shape, dt)
+    if not _bias_ok(bias, out):
+        return None
+    state = _state
+    need = plan.slot_bytes * plan.slots
+    if state.nbytes < need:
+        state.grow(need)
+    block = state.block
+    block[7] = state.nbytes // plan.slot_bytes
+    if DATA_OFFSET:
+        block[0], block[1], block[2] = id(a), id(b), id(out)
+    else:
+        block[0], block[1], block[2] = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    block[3], block[4], block[5] = plan.offsets[0]  # type: ignore[index]
+    block[10] = bias.ctypes.data
+    try:
+        plan.call(state.block_addr, plan.shape_addr)
+    finally:
+        block[10] = 0
+    return out
 
 
 def prepack(b: np.ndarray) -> np.ndarray | None:
