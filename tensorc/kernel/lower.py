@@ -365,6 +365,9 @@ class _Lowerer:
         """
         row_strides = contiguous_strides(tuple(shape[a] for a in rows))
         row_flat = flat_offset(self.row_index, row_strides)
+        parts = partial_rows(shape, rows)
+        if parts:
+            return self.partial_column_reduce(reduces, shape, rows, row_out, nest, store, elem_out, parts)
         init: list[Stmt] = []
         step: list[Stmt] = []
         for r in reduces:
@@ -384,6 +387,69 @@ class _Lowerer:
         # The walk over the input accumulates into the row buffer across its outer (reduced) axes: serial.
         return (nest(rows, init, "parallel") + nest(list(range(len(shape))), step, "serial")
                 + (nest(rows, [store(o, self.row_index) for o in stored], "parallel") if stored else []))
+
+
+    def partial_column_reduce(self, reduces: list[Node], shape: tuple[int, ...], rows: list[int], row_out: list[Node],
+                              nest: Callable[..., list[Stmt]], store: Callable[[Node, tuple[Affine, ...]], Store],
+                              elem_out: list[Node], parts: int) -> list[Stmt]:
+        """A reduction over the leading axes in ``parts`` slices of axis 0, walked in parallel, each in
+        order into a partial row of its own; then the partial rows are added, in a fixed order, so the
+        result does not depend on the thread count. (Column blocks per thread walked memory with a
+        stride and were slower than one thread; slices of rows stream it.)"""
+        last, chunk = len(shape) - 1, shape[0] // parts
+        row_strides = contiguous_strides(tuple(shape[a] for a in rows))
+        row_flat = flat_offset(self.row_index, row_strides)
+        width = math.prod(shape[a] for a in rows)
+        part = Affine.var("p0").scale(width)
+        full = (Affine(((f"i{0}", 1), ("p0", chunk)), 0),) + self.full[1:]
+        init: list[Stmt] = []
+        step: list[Stmt] = []
+        combine: list[Stmt] = []
+        for r in reduces:
+            if id(r) not in self.arg_of:
+                self.scratch.append(r)
+            buf = self.buf(r)
+            partial = Node("scratch", (), {}, (parts, width), r.dtype)
+            self.scratch.append(partial)
+            pb = self.buf(partial)
+            identity: float | int = 0
+            if r.op == "max":
+                identity = float("-inf") if r.dtype.is_float else {dtypes.int32: -(2 ** 31), dtypes.int64: -(2 ** 63)}.get(r.dtype, 0)
+            init.append(Store(pb, part.add(row_flat), Const(identity, r.dtype)))
+            cur = LoadExpr(pb, part.add(row_flat), r.dtype)
+            op = "add" if r.op == "sum" else "maximum"
+            step.append(Store(pb, part.add(row_flat), Binary(op, cur, self.read(r.inputs[0], full), r.dtype)))
+            total: Expr = LoadExpr(pb, row_flat, r.dtype)
+            for q in range(1, parts):
+                total = Binary(op, total, LoadExpr(pb, row_flat.add(Affine.constant(q * width)), r.dtype), r.dtype)
+            combine.append(Store(buf, row_flat, total))
+        step += [store(o, full) for o in elem_out]
+        for r in reduces:
+            self.in_memory[id(r)] = self.arg_of[id(r)]
+        stored = [o for o in row_out if id(o) not in self.in_memory]
+        walk: list[Stmt] = [Loop(f"i{last}", shape[last], step, "vector")]
+        for a in range(last - 1, 0, -1):
+            walk = [Loop(f"i{a}", shape[a], walk)]
+        walk = [Loop("p0", parts, [Loop("i0", chunk, walk)], "parallel")]
+        return ([Loop("p0", parts, nest(rows, init), "parallel")] + walk + nest(rows, combine, "parallel")
+                + (nest(rows, [store(o, self.row_index) for o in stored], "parallel") if stored else []))
+
+
+#: Slices of axis 0 a reduction over the leading axes is split into (when it divides axis 0 and
+#: the reduction is large enough to run in parallel); fixed, so results do not depend on threads.
+PARTIAL_ROWS = 8
+PARTIAL_MIN_ELEMENTS = 1 << 16
+
+
+def partial_rows(shape: tuple[int, ...], rows: list[int]) -> int:
+    """How many partial rows a column reduction of ``shape`` keeping axes ``rows`` uses (0: one walk)."""
+    n = len(shape)
+    if not rows or rows != list(range(n - len(rows), n)) or rows[0] == 0 or math.prod(shape) < PARTIAL_MIN_ELEMENTS:
+        return 0
+    for parts in (PARTIAL_ROWS, PARTIAL_ROWS // 2, 2):
+        if shape[0] % parts == 0 and shape[0] // parts >= 4:
+            return parts
+    return 0
 
 
 def lower_kernel(kernel: Kernel, name: str | None = None, preloaded: frozenset[int] = frozenset()) -> LoweredKernel | None:

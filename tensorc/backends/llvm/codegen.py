@@ -266,6 +266,8 @@ class FuncEmitter:
         self.b.position_at_end(done)
         if saved is not None:
             self.vars[s.var] = saved
+        else:  # out of scope: a later parallel region must not capture it
+            del self.vars[s.var]
         self.cache = {}
 
     def parallel_loop(self, s: Loop) -> None:
