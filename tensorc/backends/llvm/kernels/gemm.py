@@ -415,10 +415,12 @@ class _GemmBuilder:
         ``c`` at C[0, j0]; the A blocks are packed into ``ap``. With ``direct``, full strips are
         read in place from ``bsrc`` (B[k0, j0], row-major with rows ``ldb`` apart) instead.
         """
-        # One kernel per row count, packed B or in place: a bottom-edge tile computes only its rows
-        # (M = 32 is five 6-row tiles and a 2-row one, which as a 6-row tile cost 12 % more work).
-        packed = {rows: self.build_micro(rows, direct=False) for rows in range(1, self.MR + 1)}
+        # A kernel per row count: a bottom-edge tile computes only its rows (M = 32 is five 6-row tiles
+        # and a 2-row one, which as a 6-row tile cost 12 % more work). Below MR rows, the in-place
+        # kernels serve packed strips too (a packed strip is a B with rows NR apart).
         in_place = {rows: self.build_micro(rows, direct=True) for rows in range(1, self.MR + 1)}
+        packed = dict(in_place)
+        packed[self.MR] = self.build_micro(self.MR, direct=False)
         fn, b = _internal(self.m, f"{self.name}.macro",
                           [PTR, I64, I64, PTR, I64, I64, I64, I64, I64, I64, PTR, I64, I1, PTR, I1, PTR, I64, PTR])
         a, sam, sak, bp, kc, nc, s0, s1, r0, r1, c, ldc, accumulate, ap, direct, bsrc, ldb, bias = fn.args
