@@ -325,7 +325,8 @@ def test_scan_backward_reads_saved_products_and_takes_weight_gradients_out_of_th
 
     graph = tc.jit(tc.grad(loss, (0, 1, 2))).lower(wx, wh, b, xs, h0).graph
     fwd, rev = [n for n in graph.nodes if n.op == "scan"]
-    assert fwd.shape[-2:] == ((steps, batch, d_h), (steps, batch, d_h))  # the two products x @ wx, h @ wh, saved
+    # final carry, ys, saved carries, then the saved x @ wx, h @ wh and tanh of every step
+    assert fwd.shape == ((batch, d_h),) + ((steps, batch, d_h),) * 5
     rev_body = rev.attrs["body"]
     shapes = [n.shape for n in rev_body.nodes if n.op == "matmul"]
     # only the cotangents of the carry (g @ whᵀ) and of x_t (g @ wxᵀ): no recomputed product, no per-step dW
