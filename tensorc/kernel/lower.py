@@ -374,10 +374,7 @@ class _Lowerer:
             if id(r) not in self.arg_of:
                 self.scratch.append(r)
             buf = self.buf(r)
-            identity: float | int = 0
-            if r.op == "max":
-                identity = float("-inf") if r.dtype.is_float else {dtypes.int32: -(2 ** 31), dtypes.int64: -(2 ** 63)}.get(r.dtype, 0)
-            init.append(Store(buf, row_flat, Const(identity, r.dtype)))
+            init.append(Store(buf, row_flat, Const(_identity(r), r.dtype)))
             cur = LoadExpr(buf, row_flat, r.dtype)
             step.append(Store(buf, row_flat, Binary("add" if r.op == "sum" else "maximum", cur, self.read(r.inputs[0], self.full), r.dtype)))
         step += [store(o, self.full) for o in elem_out]
@@ -412,10 +409,7 @@ class _Lowerer:
             partial = Node("scratch", (), {}, (parts, width), r.dtype)
             self.scratch.append(partial)
             pb = self.buf(partial)
-            identity: float | int = 0
-            if r.op == "max":
-                identity = float("-inf") if r.dtype.is_float else {dtypes.int32: -(2 ** 31), dtypes.int64: -(2 ** 63)}.get(r.dtype, 0)
-            init.append(Store(pb, part.add(row_flat), Const(identity, r.dtype)))
+            init.append(Store(pb, part.add(row_flat), Const(_identity(r), r.dtype)))
             cur = LoadExpr(pb, part.add(row_flat), r.dtype)
             op = "add" if r.op == "sum" else "maximum"
             step.append(Store(pb, part.add(row_flat), Binary(op, cur, self.read(r.inputs[0], full), r.dtype)))
@@ -433,6 +427,13 @@ class _Lowerer:
         walk = [Loop("p0", parts, [Loop("i0", chunk, walk)], "parallel")]
         return ([Loop("p0", parts, nest(rows, init), "parallel")] + walk + nest(rows, combine, "parallel")
                 + (nest(rows, [store(o, self.row_index) for o in stored], "parallel") if stored else []))
+
+
+def _identity(r: Node) -> float | int:
+    """The start value of reduction ``r``: 0 for a sum, the lowest value for a max."""
+    if r.op != "max":
+        return 0
+    return float("-inf") if r.dtype.is_float else {dtypes.int32: -(2 ** 31), dtypes.int64: -(2 ** 63)}.get(r.dtype, 0)
 
 
 #: Slices of axis 0 a reduction over the leading axes is split into (when it divides axis 0 and

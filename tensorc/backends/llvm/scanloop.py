@@ -146,17 +146,20 @@ class NativeScan:
                 invariant.add(id(node))
             return arr
 
-        def bias_view(node: Node) -> np.ndarray:
-            """A bias operand, through the views between it and a value of the body."""
-            if id(node) in stored or id(node) in body._resident or node.op in ("const", "param"):
-                return value_of(node)
-            src = bias_view(node.inputs[0])
+        def view_of(node: Node, src: np.ndarray) -> np.ndarray:
+            """A view op of the body on ``src``, evaluated now: it must not copy a value that changes."""
             view = stored[id(node)] = evaluate_node(node, [src])
             if id(node.inputs[0]) in invariant:
                 invariant.add(id(node))
             elif not np.may_share_memory(view, src):
                 raise _Unbindable(f"{node.op} copies a value that changes every step")
             return view
+
+        def bias_view(node: Node) -> np.ndarray:
+            """A bias operand, through the views between it and a value of the body."""
+            if id(node) in stored or id(node) in body._resident or node.op in ("const", "param"):
+                return value_of(node)
+            return view_of(node, bias_view(node.inputs[0]))
 
         def array_for(node: Node, output: bool) -> np.ndarray:
             if output and id(node) in target and node.op != "param":
@@ -196,12 +199,7 @@ class NativeScan:
             for node in k.exec_nodes:
                 if node is step.node:
                     break
-                src = value_of(node.inputs[0])
-                view = stored[id(node)] = evaluate_node(node, [src])
-                if id(node.inputs[0]) in invariant:
-                    invariant.add(id(node))
-                elif not np.may_share_memory(view, src):
-                    raise _Unbindable(f"{node.op} copies a value that changes every step")
+                view_of(node, value_of(node.inputs[0]))
             lhs, rhs = (value_of(i) for i in step.node.inputs)
             out = array_for(step.node if step.result is None else step.result, True).reshape(step.node.shape)
             # a weight is the same at every step: packed once here, not by every step's GEMM

@@ -838,17 +838,29 @@ def matmul(ctx: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     dt = a.dtype
     if dt not in _NAMES or b.dtype != dt or a.ndim < 2 or a.ndim != b.ndim:
         return None
-    key = (dt.char, a.shape, a.strides, b.shape, b.strides)
-    plan = _plans.get(key)
-    if plan is None:
-        if any(s % dt.itemsize for s in a.strides + b.strides):
-            return matmul(ctx, np.ascontiguousarray(a), np.ascontiguousarray(b))
-        if len(_plans) >= _MAX_PLANS:
-            _plans.clear()
-        plan = _plans[key] = _plan(a, b)
+    if any(s % dt.itemsize for s in a.strides + b.strides):
+        return matmul(ctx, np.ascontiguousarray(a), np.ascontiguousarray(b))
+    plan = _plan_for(a, b)
     if plan.fill is not None:
         return np.zeros(plan.out_shape, dt) if plan.fill == "zeros" else np.empty(plan.out_shape, dt)
     out = np.empty(plan.out_shape, dt)
+    _launch(plan, a, b, out)
+    return out
+
+
+def _plan_for(a: np.ndarray, b: np.ndarray) -> _Plan:
+    """The cached plan of this (dtype, shapes, strides) layout."""
+    key = (a.dtype.char, a.shape, a.strides, b.shape, b.strides)
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= _MAX_PLANS:
+            _plans.clear()
+        plan = _plans[key] = _plan(a, b)
+    return plan
+
+
+def _launch(plan: _Plan, a: np.ndarray, b: np.ndarray, out: np.ndarray, bias: np.ndarray | None = None) -> None:
+    """Run ``plan``'s native calls on these arrays, with this thread's workspace and argument block."""
     state = _state
     need = plan.slot_bytes * plan.slots
     if state.nbytes < need:
@@ -859,11 +871,14 @@ def matmul(ctx: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         block[0], block[1], block[2] = id(a), id(b), id(out)
     else:
         block[0], block[1], block[2] = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    block[10] = bias.ctypes.data if bias is not None else 0
     call, shape_addr, block_addr = plan.call, plan.shape_addr, state.block_addr
-    for oa, ob, oc in plan.offsets:  # type: ignore[union-attr]
-        block[3], block[4], block[5] = oa, ob, oc
-        call(block_addr, shape_addr)
-    return out
+    try:
+        for oa, ob, oc in plan.offsets:  # type: ignore[union-attr]
+            block[3], block[4], block[5] = oa, ob, oc
+            call(block_addr, shape_addr)
+    finally:
+        block[10] = 0
 
 
 def bound_calls(a: np.ndarray, b: np.ndarray, out: np.ndarray, prepacked: np.ndarray | None = None,
@@ -881,7 +896,7 @@ def bound_calls(a: np.ndarray, b: np.ndarray, out: np.ndarray, prepacked: np.nda
         return None
     if any(s % dt.itemsize for s in a.strides + b.strides) or not out.flags.c_contiguous:
         return None
-    plan = _plan(a, b)
+    plan = _plan_for(a, b)
     if plan.fill is not None or out.shape != plan.out_shape:
         return None
     work = workspace(plan.slot_bytes * plan.slots)
@@ -910,33 +925,13 @@ def matmul_bias(a: np.ndarray, b: np.ndarray, bias: np.ndarray) -> np.ndarray | 
         return None
     if any(s % dt.itemsize for s in a.strides + b.strides):
         return None
-    key = (dt.char, a.shape, a.strides, b.shape, b.strides)
-    plan = _plans.get(key)
-    if plan is None:
-        if len(_plans) >= _MAX_PLANS:
-            _plans.clear()
-        plan = _plans[key] = _plan(a, b)
+    plan = _plan_for(a, b)
     if plan.fill is not None or len(plan.offsets) != 1 or plan.shape[0] != 1:  # type: ignore[arg-type, index]
         return None
     out = np.empty(plan.out_shape, dt)
     if not _bias_ok(bias, out):
         return None
-    state = _state
-    need = plan.slot_bytes * plan.slots
-    if state.nbytes < need:
-        state.grow(need)
-    block = state.block
-    block[7] = state.nbytes // plan.slot_bytes
-    if DATA_OFFSET:
-        block[0], block[1], block[2] = id(a), id(b), id(out)
-    else:
-        block[0], block[1], block[2] = a.ctypes.data, b.ctypes.data, out.ctypes.data
-    block[3], block[4], block[5] = plan.offsets[0]  # type: ignore[index]
-    block[10] = bias.ctypes.data
-    try:
-        plan.call(state.block_addr, plan.shape_addr)
-    finally:
-        block[10] = 0
+    _launch(plan, a, b, out, bias)
     return out
 
 
