@@ -308,7 +308,7 @@ def test_scan_of_scan_matches_unrolled() -> None:
     assert tc.gradcheck(nested, h0, xs, W)
 
 
-def test_scan_backward_reads_saved_products_and_takes_weight_gradients_out_of_the_loop() -> None:
+def test_scan_backward_reads_saved_values_and_takes_weight_gradients_out_of_the_loop() -> None:
     """BPTT of an LSTM-like body: the reverse scan recomputes no matmul of the forward, computes
     no per-step weight gradient, and the weights' gradients are GEMMs over all T * B rows."""
     steps, batch, d_in, d_h = 7, 3, 4, 5

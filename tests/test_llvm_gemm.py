@@ -8,6 +8,7 @@ whatever the split.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
@@ -132,8 +133,6 @@ def test_one_and_two_threads_agree_bitwise(dtype: Any) -> None:
 
 def test_wide_vector_tiles() -> None:
     """The AVX-512 tiles (6x64 f32, 6x32 f64), built as 16/8-lane vectors; LLVM splits them on AVX2."""
-    import ctypes
-
     import llvmlite.ir as ir
 
     from tensorc.backends.llvm.executable import compile_ir
@@ -199,7 +198,6 @@ def test_prepacked_b_gives_the_same_bits(dtype: Any, threads: int, mnk: tuple[in
             out = np.empty((m, n), dtype)
             calls = gemm.bound_calls(a, b, out, packed)
             assert calls is not None and all(block[9] == packed.ctypes.data for _, block, _ in calls)
-            import ctypes
             for fn, block, shape in calls:
                 ctypes.CFUNCTYPE(None, *gemm.CALL_ARGTYPES)(fn)(ctypes.addressof(block), ctypes.addressof(shape))
             np.testing.assert_array_equal(out, gemm.matmul(None, a, b))
@@ -234,7 +232,6 @@ def test_bias_added_by_the_gemm(dtype: Any, threads: int, mnk: tuple[int, int, i
             bound = 2 * max(k, 1) * eps * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))) + eps * np.abs(want)
             assert np.all(np.abs(out - want) <= bound + np.finfo(dtype).tiny)
             packed, into = gemm.prepack(b), np.empty((m, n), dtype)
-            import ctypes
             for fn, block, shape in gemm.bound_calls(a, b, into, packed, bias) or []:
                 ctypes.CFUNCTYPE(None, *gemm.CALL_ARGTYPES)(fn)(ctypes.addressof(block), ctypes.addressof(shape))
             np.testing.assert_array_equal(into, out)

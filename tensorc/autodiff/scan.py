@@ -3,7 +3,7 @@
 The forward scan stacks what its backward needs (see ``_scan_with_residuals``
 in :mod:`tensorc.autodiff.transform`): each step's incoming carry, and the
 result of each matmul and transcendental of the body that depends on the
-carry or the scanned inputs (:func:`saved_products`), so the backward step
+carry or the scanned inputs (:func:`saved_values`), so the backward step
 reads them instead of recomputing them (in an LSTM: the ``h @ W_hh`` of every
 step and the five sigmoids and tanhs of its cell; recomputing those took the
 backward's cell kernel 57 us per step, reading them 5 us).
@@ -44,7 +44,7 @@ def varying(body: Graph, n_consts: int) -> set[int]:
 SAVED_OPS = frozenset({"matmul", "exp", "tanh", "sigmoid", "log", "erf"})
 
 
-def saved_products(body: Graph, n_consts: int) -> list[Node]:
+def saved_values(body: Graph, n_consts: int) -> list[Node]:
     """The body's float values of ``SAVED_OPS`` that vary per step: the forward scan stacks them for the backward."""
     var = varying(body, n_consts)
     return [n for n in body.nodes if n.op in SAVED_OPS and id(n) in var and n.dtype.is_float]
@@ -83,8 +83,8 @@ def scan_vjp(c: Any, g: list[Any]) -> tuple[Any, ...]:
     body, n_consts, n_carry, length, reverse = a["body"], a["n_consts"], a["n_carry"], a["length"], a["reverse"]
     consts, xs = list(c.inputs[:n_consts]), list(c.inputs[n_consts + n_carry:])
     carries_in: list[Tensor] = c.residuals[:n_carry]
-    products: list[Tensor] = c.residuals[n_carry:]
-    saved = saved_products(body, n_consts)
+    saved_stacks: list[Tensor] = c.residuals[n_carry:]  # the saved values, stacked
+    saved = saved_values(body, n_consts)
     outs = list(c.out)
     is_f = [o.dtype.is_float for o in body.outputs]
     float_carry = [i for i in range(n_carry) if is_f[i]]
@@ -145,7 +145,7 @@ def scan_vjp(c: Any, g: list[Any]) -> tuple[Any, ...]:
         return (new_ct, new_acc), ys
 
     where: list[int] = []  # for each per-step output: its index among the stacked ys (set while tracing `step`)
-    (ct_init, acc), ys = scan(step, (ct_carry0, acc0), (xs, carries_in, ct_ys, products), length=length,
+    (ct_init, acc), ys = scan(step, (ct_carry0, acc0), (xs, carries_in, ct_ys, saved_stacks), length=length,
                               reverse=not reverse)
     ys = [ys[i] for i in where]
     g_xs, per_step = ys[:len(g_x_slots)], ys[len(g_x_slots):]

@@ -32,14 +32,14 @@ def _accumulate(store: dict[int, Any], key: int, g: Tensor) -> None:
 
 def _scan_with_residuals(node: Node, args: list[Any], residuals: dict[int, list[Tensor]]) -> tuple[Tensor, ...]:
     """Emit the scan so that it also stacks the residuals its backward needs (each step's incoming
-    carry, then the products of :func:`~tensorc.autodiff.scan.saved_products`), and return the
+    carry, then the values of :func:`~tensorc.autodiff.scan.saved_values`), and return the
     original outputs."""
-    from .scan import saved_products
+    from .scan import saved_values
 
     a = node.attrs
     body: Graph = a["body"]
     carry_params = body.inputs[a["n_consts"]:a["n_consts"] + a["n_carry"]]
-    extra = tuple(carry_params) + tuple(saved_products(body, a["n_consts"]))
+    extra = tuple(carry_params) + tuple(saved_values(body, a["n_consts"]))
     saving = Graph(body.inputs, tuple(body.outputs) + extra, name=body.name)
     attrs = dict(a.items())
     attrs["body"] = saving
@@ -103,7 +103,7 @@ def vjp_graph(graph: Graph, wrt: Sequence[int] | None = None, ct_outputs: Sequen
     seeded outputs, then one value per entry of ``extras``.
 
     ``given``: nodes of ``graph`` whose values are inputs instead of being
-    recomputed (a scan's backward reads the products its forward saved).
+    recomputed (a scan's backward reads the values its forward saved).
     ``extras``: ``("ct", node)`` is the cotangent reaching ``node`` (zeros if
     none does), ``("value", node)`` its forward value.
     """
