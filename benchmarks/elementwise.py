@@ -35,12 +35,12 @@ def main() -> None:
         refb = tc.jit(fn, target="reference")
         np.testing.assert_allclose(llvm(x), ref(x), rtol=1e-4, atol=1e-5)
         native = len(llvm.lower(x).kernels)
-        rows = [("tensorc llvm", median_time(lambda: llvm(x))), ("tensorc reference", median_time(lambda: refb(x))),
-                ("numpy", median_time(lambda: ref(x)))]
+        rows = [("tensorc llvm", median_time(lambda f=llvm: f(x))), ("tensorc reference", median_time(lambda f=refb: f(x))),
+                ("numpy", median_time(lambda f=ref: f(x)))]
         if torch is not None:
             tx = torch.from_numpy(x)
-            tfn = {"gelu (tanh form)": lambda: torch.nn.functional.gelu(tx, approximate="tanh"),
-                   "(2x+1)*x": lambda: (tx * 2 + 1) * tx, "softmax (last axis)": lambda: torch.softmax(tx, -1)}[name]
+            tfn = {"gelu (tanh form)": lambda t=tx: torch.nn.functional.gelu(t, approximate="tanh"),
+                   "(2x+1)*x": lambda t=tx: (t * 2 + 1) * t, "softmax (last axis)": lambda t=tx: torch.softmax(t, -1)}[name]
             rows.append(("torch eager", median_time(tfn)))
         report(f"{name} on {SHAPE} fp32 ({native} kernel(s))", rows, nbytes=nbytes)
 

@@ -3,7 +3,7 @@
     python benchmarks/gemm.py [--n 1024] [--threads 2] [--shapes all|square|gpt] [--pick 0,3] [--rounds 3]
 
 Rows: ``tensorc`` is ``tc.jit(lambda a, b: a @ b)`` (the whole compiled program, default target);
-``tensorc llvm gemm`` is the LLVM backend's library GEMM (``kernels/gemm.py``) called directly,
+``tensorc llvm gemm`` is the LLVM backend's library GEMM (``kernels/gemm.py``, through ``kernels/matmul.py``) called directly,
 with 1 and ``--threads`` threads; then numpy and torch eager with ``--threads`` threads.
 
 OpenBLAS, libgomp (ours) and torch's own OpenMP runtime each keep their worker threads spinning
@@ -90,7 +90,7 @@ def main() -> None:
 
     try:
         from tensorc.backends.llvm import parallel
-        from tensorc.backends.llvm.kernels import gemm
+        from tensorc.backends.llvm.kernels import matmul as gemm
     except ImportError as e:  # llvmlite missing
         print(f"\n(no LLVM backend: {e})")
         return

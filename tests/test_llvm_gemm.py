@@ -1,4 +1,4 @@
-"""The LLVM backend's GEMM library kernel (``tensorc/backends/llvm/kernels/gemm.py``) against numpy.
+"""The LLVM backend's GEMM library kernel (``kernels/gemm.py``, and the ``matmul`` op on it, ``kernels/matmul.py``) against numpy.
 
 Error bound, as for BLAS: ``|C - C64| <= 2 K eps (|A| @ |B|)`` elementwise, where C64 is the
 product in float64 (for float64 operands, numpy's own float64 product, hence the factor 2).
@@ -18,6 +18,7 @@ pytest.importorskip("llvmlite")
 
 from tensorc.backends.llvm import library, parallel  # noqa: E402
 from tensorc.backends.llvm.kernels import gemm  # noqa: E402
+from tensorc.backends.llvm.kernels import matmul as mm  # noqa: E402
 from tensorc.ir.registry import REGISTRY  # noqa: E402
 
 rng = np.random.default_rng(0)
@@ -30,7 +31,7 @@ def rand(*shape: int, dtype: Any = np.float32) -> np.ndarray:
 
 def check(a: np.ndarray, b: np.ndarray, fn: Any = None) -> np.ndarray:
     """Run the native matmul (or ``fn``) on ``a @ b`` and check it against float64 numpy within the BLAS bound."""
-    out = (fn or gemm.matmul)(None, a, b)
+    out = (fn or mm.matmul)(None, a, b)
     assert out is not None
     expect = np.matmul(a.astype(np.float64), b.astype(np.float64))
     assert out.shape == expect.shape and out.dtype == a.dtype and out.flags.c_contiguous
@@ -94,7 +95,7 @@ def test_broadcast_batch_operands(dtype: Any) -> None:
                                     ((2, 4, 0), (2, 0, 3)), ((0, 0), (0, 0))])
 def test_empty(dtype: Any, shapes: tuple[tuple[int, ...], tuple[int, ...]]) -> None:
     a, b = rand(*shapes[0], dtype=dtype), rand(*shapes[1], dtype=dtype)
-    out = gemm.matmul(None, a, b)
+    out = mm.matmul(None, a, b)
     np.testing.assert_array_equal(out, np.matmul(a, b))
     assert out.dtype == a.dtype and out.shape == np.matmul(a, b).shape
 
@@ -102,14 +103,14 @@ def test_empty(dtype: Any, shapes: tuple[tuple[int, ...], tuple[int, ...]]) -> N
 def test_other_dtypes_fall_back() -> None:
     for dt in (np.int32, np.int64, np.float16):
         a = np.ones((3, 4), dt)
-        assert gemm.matmul(None, a, np.ones((4, 2), dt)) is None
-    assert library.native_impl("matmul") is gemm.matmul
+        assert mm.matmul(None, a, np.ones((4, 2), dt)) is None
+    assert library.native_impl("matmul") is mm.matmul
 
 
 def test_matches_the_registry_reference() -> None:
     a, b = rand(3, 20, 30), np.broadcast_to(rand(30, 10), (3, 30, 10))
     ref = REGISTRY["matmul"].ref(None, a, b)
-    np.testing.assert_allclose(gemm.matmul(None, a, b), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mm.matmul(None, a, b), ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -121,9 +122,9 @@ def test_one_and_two_threads_agree_bitwise(dtype: Any) -> None:
     before = parallel.num_threads()
     try:
         parallel.set_num_threads(1)
-        one = [gemm.matmul(None, a, b) for a, b in cases]
+        one = [mm.matmul(None, a, b) for a, b in cases]
         parallel.set_num_threads(2)
-        two = [gemm.matmul(None, a, b) for a, b in cases]
+        two = [mm.matmul(None, a, b) for a, b in cases]
     finally:
         parallel.set_num_threads(before)
     for (a, b), x, y in zip(cases, one, two):
@@ -149,19 +150,19 @@ def test_wide_vector_tiles() -> None:
             a, b = rand(2, k, m, dtype=dtype).transpose(0, 2, 1), rand(2, k, n, dtype=dtype)
             c = np.empty((2, m, n), dtype)
             sa, sb = (s // size for s in a.strides), (s // size for s in b.strides)
-            ws = gemm.workspace(gemm.workspace_bytes(size, n, k, threads, lanes))
+            ws = mm.workspace(gemm.workspace_bytes(size, n, k, threads, lanes))
             fn(a.ctypes.data, b.ctypes.data, c.ctypes.data, 2, m, n, k, *sa, *sb, m * n, n, ws, threads, None, None)
             check(a, b, fn=lambda _ctx, a, b, c=c: c)
 
 
 def test_addresses_without_the_object_layout_and_misaligned_data() -> None:
     a, b = rand(9, 20), rand(20, 11)
-    saved = gemm.DATA_OFFSET
+    saved = mm.DATA_OFFSET
     try:
-        gemm.DATA_OFFSET = gemm._state.block[8] = 0  # data pointers from arr.ctypes.data instead
+        mm.DATA_OFFSET = mm._state.block[8] = 0  # data pointers from arr.ctypes.data instead
         check(a, b)
     finally:
-        gemm.DATA_OFFSET = gemm._state.block[8] = saved
+        mm.DATA_OFFSET = mm._state.block[8] = saved
     raw = np.zeros(4 * 9 * 20 + 1, np.uint8)
     odd = np.frombuffer(raw.data, np.float32, 9 * 20, offset=1).reshape(9, 20)  # not 4-byte aligned
     odd[...] = a
@@ -176,9 +177,9 @@ def test_python_threads_each_have_a_workspace() -> None:
 
     pairs = [(rand(130 + i, 70), rand(70, 90 + i)) for i in range(6)]
     with ThreadPoolExecutor(3) as pool:
-        outs = list(pool.map(lambda ab: gemm.matmul(None, *ab), pairs))
+        outs = list(pool.map(lambda ab: mm.matmul(None, *ab), pairs))
     for (a, b), out in zip(pairs, outs):
-        np.testing.assert_array_equal(out, gemm.matmul(None, a, b))
+        np.testing.assert_array_equal(out, mm.matmul(None, a, b))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -193,23 +194,23 @@ def test_prepacked_b_gives_the_same_bits(dtype: Any, threads: int, mnk: tuple[in
     parallel.set_num_threads(threads)
     try:
         for b in (rand(k, n, dtype=dtype), rand(n, k, dtype=dtype).T):
-            packed = gemm.prepack(b)
+            packed = mm.prepack(b)
             assert packed is not None and packed.ctypes.data % 64 == 0
             out = np.empty((m, n), dtype)
-            calls = gemm.bound_calls(a, b, out, packed)
+            calls = mm.bound_calls(a, b, out, packed)
             assert calls is not None and all(block[9] == packed.ctypes.data for _, block, _ in calls)
             for fn, block, shape in calls:
                 ctypes.CFUNCTYPE(None, *gemm.CALL_ARGTYPES)(fn)(ctypes.addressof(block), ctypes.addressof(shape))
-            np.testing.assert_array_equal(out, gemm.matmul(None, a, b))
+            np.testing.assert_array_equal(out, mm.matmul(None, a, b))
             check(a, b, fn=lambda _ctx, a, b, out=out: out)
     finally:
         parallel.set_num_threads(saved)
 
 
 def test_prepack_declines_what_it_cannot_pack() -> None:
-    assert gemm.prepack(np.ones((3, 4), np.float16)) is None
-    assert gemm.prepack(np.ones((2, 3, 4), np.float32)) is None
-    assert gemm.prepack(np.ones((0, 4), np.float32)) is None
+    assert mm.prepack(np.ones((3, 4), np.float16)) is None
+    assert mm.prepack(np.ones((2, 3, 4), np.float32)) is None
+    assert mm.prepack(np.ones((0, 4), np.float32)) is None
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -224,15 +225,15 @@ def test_bias_added_by_the_gemm(dtype: Any, threads: int, mnk: tuple[int, int, i
     parallel.set_num_threads(threads)
     try:
         for b in (rand(k, n, dtype=dtype), rand(n, k, dtype=dtype).T):
-            out = gemm.matmul_bias(a, b, bias)
+            out = mm.matmul_bias(a, b, bias)
             assert out is not None
             # the product's BLAS bound, plus one rounding of the sum
             want = a.astype(np.float64) @ b.astype(np.float64) + bias
             eps = np.finfo(dtype).eps
             bound = 2 * max(k, 1) * eps * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))) + eps * np.abs(want)
             assert np.all(np.abs(out - want) <= bound + np.finfo(dtype).tiny)
-            packed, into = gemm.prepack(b), np.empty((m, n), dtype)
-            for fn, block, shape in gemm.bound_calls(a, b, into, packed, bias) or []:
+            packed, into = mm.prepack(b), np.empty((m, n), dtype)
+            for fn, block, shape in mm.bound_calls(a, b, into, packed, bias) or []:
                 ctypes.CFUNCTYPE(None, *gemm.CALL_ARGTYPES)(fn)(ctypes.addressof(block), ctypes.addressof(shape))
             np.testing.assert_array_equal(into, out)
     finally:
@@ -241,7 +242,7 @@ def test_bias_added_by_the_gemm(dtype: Any, threads: int, mnk: tuple[int, int, i
 
 def test_bias_declined_where_it_is_not_one_row() -> None:
     a, b = rand(4, 3), rand(3, 5)
-    assert gemm.matmul_bias(a, b, rand(6)) is None  # wrong length
-    assert gemm.matmul_bias(a, b, rand(10)[::2]) is None  # strided
-    assert gemm.matmul_bias(a, b, rand(5, dtype=np.float64)) is None  # dtype
-    assert gemm.matmul_bias(rand(2, 4, 3), rand(2, 3, 5), rand(5)) is None  # a batch of two GEMMs
+    assert mm.matmul_bias(a, b, rand(6)) is None  # wrong length
+    assert mm.matmul_bias(a, b, rand(10)[::2]) is None  # strided
+    assert mm.matmul_bias(a, b, rand(5, dtype=np.float64)) is None  # dtype
+    assert mm.matmul_bias(rand(2, 4, 3), rand(2, 3, 5), rand(5)) is None  # a batch of two GEMMs

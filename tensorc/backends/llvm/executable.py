@@ -406,7 +406,7 @@ class LLVMExecutable:
 
     def _run_bias(self, step: LibraryStep, epilogue: Callable[[dict[int, Any]], None] | None, stored: dict[int, Any]) -> None:
         """A matmul + bias kernel: one GEMM that adds the bias row as it stores (the generic path if it declines)."""
-        from .kernels.gemm import matmul_bias
+        from .kernels.matmul import matmul_bias
 
         kernel, local, schedule = step.kernel, {}, self.schedule
         for node in kernel.exec_nodes:  # the views of the operands and of the broadcast bias

@@ -50,7 +50,7 @@ class LibFunc:
 
 LIBRARY: dict[str, LibFunc] = {}
 IMPLS: dict[str, Callable[..., Any]] = {}
-_KERNEL_MODULES = ("gemm", "attention", "norms", "scatter", "scanloop")
+_KERNEL_MODULES = ("gemm", "matmul", "attention", "norms", "scatter", "scanloop")
 _lock = threading.Lock()
 _compiled: dict[str, Any] = {}
 _engine: Any = None

@@ -30,7 +30,7 @@ from ...ir.node import Node
 from ...kernel.lower import LoweredKernel
 from ..reference.interpreter import evaluate_node
 from . import library
-from .kernels import gemm
+from .kernels import matmul as gemm_op
 from .kernels.scanloop import CALL1, CALL2, COPY, PATCH, WORDS
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class NativeScan:
             if k.index in body.native:
                 continue
             step = body.library.get(k.index)
-            if step is None or step.node.op != "matmul" or step.body is not None or step.node.dtype.np not in gemm._NAMES:
+            if step is None or step.node.op != "matmul" or step.body is not None or step.node.dtype.np not in gemm_op._NAMES:
                 return None
             views = [n for n in k.exec_nodes if n is not step.node and n is not step.result]
             if step.bias is None:
@@ -203,7 +203,7 @@ class NativeScan:
             lhs, rhs = (value_of(i) for i in step.node.inputs)
             out = array_for(step.node if step.result is None else step.result, True).reshape(step.node.shape)
             # a weight is the same at every step: packed once here, not by every step's GEMM
-            packed = gemm.prepack(rhs) if id(step.node.inputs[1]) in invariant and rhs.ndim == 2 else None
+            packed = gemm_op.prepack(rhs) if id(step.node.inputs[1]) in invariant and rhs.ndim == 2 else None
             row = None
             if step.bias is not None:
                 bias = bias_view(step.bias)
@@ -211,7 +211,7 @@ class NativeScan:
                     raise _Unbindable("a bias that is not one contiguous row, broadcast")
                 row = bias[(0,) * (bias.ndim - 1)]  # a view: re-pointed per step if it is a step's value
             keep += [packed, row]
-            bound = gemm.bound_calls(lhs, rhs, out, packed, row)
+            bound = gemm_op.bound_calls(lhs, rhs, out, packed, row)
             if bound is None:
                 raise _Unbindable("a GEMM layout without a native call")
             for fn, block, shape in bound:
