@@ -107,6 +107,8 @@ def test_matmul_plus_bias_is_one_gemm_that_adds_the_bias() -> None:
     for fn, args in ((lambda x, w, y: x @ w + y, (x, w, rand(37, 33))), (lambda x, w, y: x @ w + y, (x, w, rand(37, 1)))):
         exe = check(fn, *args)
         assert all(s.bias is None for s in exe.library.values())
+    # a square product plus a column of its size: the bias's size matches, its broadcast does not (runtime declines)
+    check(lambda x, w, c: x @ w + c.reshape(33, 1), rand(33, 20), w, b)
 
 
 def test_pieces_of_a_concat_run_as_loops_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
