@@ -527,10 +527,11 @@ def _transpose(e: _Emit, dst: ir.Value, ld: ir.Value, src: ir.Value, s_row: ir.V
 
             e.loop(e.i64(0), rb, lambda r0: e.loop(e.i64(0), cb, lambda c0: block(r0, c0), step=w, name="tbc"),
                    step=w, name="tbr")
-            _transpose_scalar(e, e.at(dst, b.mul(cb, ld)), ld, e.at(src, cb), s_row, s_col, rb, b.sub(cols, cb))
-            _transpose_scalar(e, e.at(dst, rb), ld, e.at(src, b.mul(rb, s_row)), s_row, s_col, b.sub(rows, rb), cols)
+            # the edges, element by element: a transposed copy is a row copy with the strides swapped
+            _copy_rows(e, e.at(dst, b.mul(cb, ld)), ld, e.at(src, cb), s_col, s_row, b.sub(cols, cb), rb, pad=False)
+            _copy_rows(e, e.at(dst, rb), ld, e.at(src, b.mul(rb, s_row)), s_col, s_row, cols, b.sub(rows, rb), pad=False)
         with other:
-            _transpose_scalar(e, dst, ld, src, s_row, s_col, rows, cols)
+            _copy_rows(e, dst, ld, src, s_col, s_row, cols, rows, pad=False)
 
 
 def _transpose_regs(e: _Emit, vecs: list[ir.Value]) -> list[ir.Value]:
@@ -548,28 +549,17 @@ def _transpose_regs(e: _Emit, vecs: list[ir.Value]) -> list[ir.Value]:
     return vecs
 
 
-def _transpose_scalar(e: _Emit, dst: ir.Value, ld: ir.Value, src: ir.Value, s_row: ir.Value, s_col: ir.Value,
-                      rows: ir.Value, cols: ir.Value) -> None:
-    b = e.b
-
-    def col(c: ir.Value) -> None:
-        sp = e.at(src, b.mul(c, s_col))
-        dp = e.at(dst, b.mul(c, ld))
-        e.loop(e.i64(0), rows, lambda r: e.st(e.ld(sp, b.mul(r, s_row)), dp, r), name="tr")
-
-    e.loop(e.i64(0), cols, col, name="tc")
-
-
 def _copy_rows(e: _Emit, dst: ir.Value, ld: ir.Value, src: ir.Value, s_row: ir.Value, s_col: ir.Value,
-               rows: ir.Value, cols: ir.Value) -> None:
-    """``dst[r * ld + c] = src[r * s_row + c * s_col]`` for c < cols, 0 for cols <= c < ld."""
+               rows: ir.Value, cols: ir.Value, pad: bool = True) -> None:
+    """``dst[r * ld + c] = src[r * s_row + c * s_col]`` for c < cols, and (``pad``) 0 for cols <= c < ld."""
     b = e.b
 
     def row(r: ir.Value) -> None:
         sp = e.at(src, b.mul(r, s_row))
         dp = e.at(dst, b.mul(r, ld))
         e.loop(e.i64(0), cols, lambda c: e.st(e.ld(sp, b.mul(c, s_col)), dp, c), name="cc")
-        e.loop(cols, ld, lambda c: e.st(e.const(e.ft, 0.0), dp, c), name="cz")
+        if pad:
+            e.loop(cols, ld, lambda c: e.st(e.const(e.ft, 0.0), dp, c), name="cz")
 
     e.loop(e.i64(0), rows, row, name="cr")
 
