@@ -22,7 +22,6 @@ of greedy decoding.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 import tensorc as tc
+from tensorc.training import run_json
 
 from .seq2seq import Seq2Seq, Seq2SeqConfig, shift_right, strip_after_eos
 from .transformer import Transformer, TransformerConfig
@@ -115,13 +115,9 @@ class DateTranslation:
         if settings.data is not None:
             raise tc.TensorcError(f"--data {settings.data}: the date task generates its data; it reads no file")
         self.settings = settings
-        path = Path(run_dir) / self.files["vocab"]
-        if settings.resume and path.exists():
-            saved = json.loads(path.read_text())
-            self.source, self.target = Chars(saved["source"]), Chars(saved["target"])
-        else:
-            self.source, self.target = source_chars(), TARGET
-            path.write_text(json.dumps({"source": self.source.itos, "target": self.target.itos}))
+        saved = run_json(Path(run_dir) / self.files["vocab"], settings.resume,
+                         lambda: {"source": source_chars().itos, "target": TARGET.itos})
+        self.source, self.target = Chars(saved["source"]), Chars(saved["target"])
         self.vocab_size = len(self.source.itos)
         self._heldout: list[tuple[str, str]] | None = None
 

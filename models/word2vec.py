@@ -21,7 +21,6 @@ True
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -35,6 +34,7 @@ import numpy as np
 import tensorc as tc
 from tensorc import nn
 from tensorc.data import load_text, train_val_split
+from tensorc.training import run_json
 
 __all__ = ["SkipGramTask", "Vectors", "Word2Vec", "Word2VecRecipe", "log_sigmoid", "skipgram_pairs", "train_word2vec",
            "word2vec_recipe", "words_of"]
@@ -217,17 +217,16 @@ class SkipGramTask:
 
     def __init__(self, settings: Any, run_dir: Path) -> None:
         self.settings = settings
-        path = Path(run_dir) / self.files["vocab"]
-        if settings.resume and path.exists():
-            saved = json.loads(path.read_text())
-            self.words, self.counts = list(saved["words"]), list(saved["counts"])
-        else:
+
+        def build() -> dict[str, Any]:
             counts = Counter(words_of(load_text(settings.data)))
-            self.words = sorted((w for w, n in counts.items() if n >= MIN_COUNT), key=lambda w: (-counts[w], w))
-            self.counts = [counts[w] for w in self.words]
-            if not self.words:
+            words = sorted((w for w, n in counts.items() if n >= MIN_COUNT), key=lambda w: (-counts[w], w))
+            if not words:
                 raise tc.TensorcError(f"word2vec: no word occurs {MIN_COUNT} times in the training text")
-            path.write_text(json.dumps({"words": self.words, "counts": self.counts}))
+            return {"words": words, "counts": [counts[w] for w in words]}
+
+        saved = run_json(Path(run_dir) / self.files["vocab"], settings.resume, build)
+        self.words, self.counts = list(saved["words"]), list(saved["counts"])
         self.vocab_size = len(self.words)
         self.index = {w: i for i, w in enumerate(self.words)}
         noise = np.asarray(self.counts, np.float64) ** 0.75

@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -171,6 +172,22 @@ def heldout_loss(model: Any, params: Any, tokens: np.ndarray, block_size: int, b
         total += float(loss_fn(params, xb, yb)) * yb.size
         count += yb.size
     return total / count
+
+
+def run_json(path: Path, resume: bool, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A task's JSON file in the run directory: read back when resuming (and it exists), else
+    ``build()`` written there. A resumed run so sees the vocabulary it started with.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "vocab.json"
+    >>> run_json(path, False, lambda: {"words": ["a"]}), run_json(path, True, lambda: {"words": ["b"]})
+    ({'words': ['a']}, {'words': ['a']})
+    """
+    if resume and path.exists():
+        return json.loads(path.read_text())
+    data = build()
+    path.write_text(json.dumps(data))
+    return data
 
 
 def _batch(tokens: np.ndarray, settings: TrainSettings, block: int, step: int, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -433,4 +450,4 @@ def load_for_generation(checkpoint_dir: str | os.PathLike) -> tuple[Recipe, Any,
 
 
 __all__ = ["CorpusLM", "Recipe", "Task", "TrainResult", "TrainSettings", "bigram_baseline", "find_recipe", "heldout_loss",
-           "load_for_generation", "load_run", "settings_for", "task_for", "train"]
+           "load_for_generation", "load_run", "run_json", "settings_for", "task_for", "train"]
