@@ -261,6 +261,32 @@ def test_parallel_kernels_match_reference(threads: int) -> None:
         set_num_threads(before)
 
 
+def test_column_reductions_over_leading_axes_use_partial_rows_independent_of_threads() -> None:
+    """Sums and maxes over leading axes, large enough: 8 slices of axis 0 walked in parallel into partial
+    rows, added in a fixed order; the same bits on 1 and 2 threads, and the reference's values."""
+    from tensorc.backends.llvm.parallel import num_threads, set_num_threads
+
+    x = rand(64, 32, 48)
+    fn = lambda a: (a.sum((0, 1)), (a * 2.0).max(0), a.sum(0) + 1.0)  # noqa: E731
+    before, results = num_threads(), []
+    try:
+        for threads in (1, 2):
+            set_num_threads(threads)
+            got, want, exe = both(fn, x)
+            texts = [str(lk.func) for lk in exe.native.values()]
+            assert any("for p0 in 0..8 (parallel)" in t for t in texts), texts
+            for g, w, bound in zip(got, want, (np.abs(x).sum((0, 1)), np.abs(x).max(0), np.abs(x).sum(0))):
+                # a float32 sum of n terms in another order: within n eps of the sum of magnitudes
+                assert np.all(np.abs(g - w) <= x.shape[0] * x.shape[1] * np.finfo(np.float32).eps * (bound + 1))
+            results.append(got)
+    finally:
+        set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    small = check(lambda a: a.sum(0), rand(12, 5))  # too small: one walk
+    assert all("p0" not in str(lk.func) for lk in small.native.values())
+
+
 def test_large_elementwise_kernel_opens_a_parallel_region() -> None:
     exe = check(lambda a: a * 3.0, rand(1 << 16), exact=True)
     assert "GOMP_parallel" in exe.ir_text

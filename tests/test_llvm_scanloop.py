@@ -135,3 +135,21 @@ def test_body_with_another_library_op_runs_the_python_loop() -> None:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     steps = scan_steps(exe.executable)
     assert steps and all(exe.executable.how(s.kernel) in ("scan", "scan (native)") for s in steps)
+
+
+def test_gru_body_whose_gemm_adds_the_bias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GRU step: h @ W_hh + b_hh is one GEMM that adds the bias, inside the native loop too."""
+    from models.lstm import gru_step
+
+    steps, batch, d_h = 5, 3, 4
+    w_hh_t, b_hh = rand(d_h, 3 * d_h), rand(3 * d_h, seed=9)
+
+    def fn(xw: Any, h0: Any, w: Any, b: Any) -> Any:
+        return tc.scan(lambda h, x: (lambda n: (n, n))(gru_step(x, h, w, b)), h0, xw)
+
+    args = (rand(steps, batch, 3 * d_h, seed=10), rand(batch, d_h, seed=11), w_hh_t, b_hh)
+    got, want, exe = run_both(fn, *args, monkeypatch=monkeypatch)
+    assert_same(got, want)
+    (step,) = scan_steps(exe)
+    assert step.native_scan is not None and step.native_scan.calls == 1
+    assert any(s.bias is not None for s in step.body.library.values())

@@ -28,6 +28,7 @@ from ...kernel.lower import LoweredKernel, lower_kernel
 from ..reference.interpreter import bind_inputs, evaluate_node
 from ..reference.schedule_runner import collect_outputs, run_kernel
 from .codegen import build_module
+from .kernels.matmul import matmul_bias
 from .library import native_impl
 from .parallel import load_runtime, one_blas_thread
 
@@ -406,8 +407,6 @@ class LLVMExecutable:
 
     def _run_bias(self, step: LibraryStep, epilogue: Callable[[dict[int, Any]], None] | None, stored: dict[int, Any]) -> None:
         """A matmul + bias kernel: one GEMM that adds the bias row as it stores (the generic path if it declines)."""
-        from .kernels.matmul import matmul_bias
-
         kernel, local, schedule = step.kernel, {}, self.schedule
         for node in kernel.exec_nodes:  # the views of the operands and of the broadcast bias
             if node is step.node:
